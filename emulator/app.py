@@ -1,0 +1,37 @@
+"""create_app(settings): one FastAPI app with the control plane, the trainer gateway and admin routes.
+
+Building the app imports no torch: the gateway loads the trainer the first time a model is created.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from emulator import __version__
+from emulator.admin.routes import router as admin_router
+from emulator.controlplane.routes import router as controlplane_router
+from emulator.gateway.routes import router as gateway_router
+from emulator.http_errors import install_error_handlers
+from emulator.services import Services
+from emulator.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = Services.create(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        services.close()
+
+    app = FastAPI(title="fwemu", version=__version__, lifespan=lifespan,
+                  description="Local emulator of the Fireworks fine-tuning checkpoint surface.")
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(controlplane_router)
+    app.include_router(gateway_router)
+    app.include_router(admin_router)
+    return app

@@ -1,0 +1,82 @@
+"""/v1/accounts and /v1/accounts/{a}/rlorTrainerJobs: create, get, list, delete, :resume."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Depends, Query
+
+from emulator import jobs
+from emulator.auth import caller_account, require_same_account
+from emulator.controlplane.access import JOB_ID_RE, load_job
+from emulator.controlplane.schemas import CreateJobBody
+from emulator.errors import already_exists, failed_precondition, invalid_argument
+from emulator.services import Services, get_services
+from emulator.store import AlreadyExists
+
+router = APIRouter(tags=["control plane: accounts and trainer jobs"])
+
+
+@router.get("/v1/accounts")
+def list_accounts(pageSize: int = Query(50, ge=0, le=1000), caller: str = Depends(caller_account)):
+    """Exactly the caller's account: the SDK derives its account id from this single row."""
+    return {"accounts": [{"name": f"accounts/{caller}", "displayName": caller, "state": "READY"}],
+            "nextPageToken": "", "totalSize": 1}
+
+
+@router.get("/v1/accounts/{account}")
+def get_account(account: str, caller: str = Depends(caller_account)):
+    require_same_account(caller, account, f"account {account}")
+    return {"name": f"accounts/{account}", "displayName": account, "state": "READY"}
+
+
+@router.post("/v1/accounts/{account}/rlorTrainerJobs")
+def create_job(account: str, body: CreateJobBody,
+               rlorTrainerJobId: str | None = Query(None, max_length=63),
+               caller: str = Depends(caller_account), services: Services = Depends(get_services)):
+    require_same_account(caller, account, f"account {account}")
+    job_id = rlorTrainerJobId or f"fwemu-{secrets.token_hex(6)}"
+    if not JOB_ID_RE.match(job_id):
+        raise invalid_argument(f"rlorTrainerJobId {job_id!r} must match {JOB_ID_RE.pattern}")
+    delay_us = int(services.settings.startup_delay_s * 1_000_000)
+    try:
+        job = services.store.create_job(account, job_id, body.model_dump(exclude_none=True), delay_us)
+    except AlreadyExists:
+        raise already_exists(f"trainer job accounts/{account}/rlorTrainerJobs/{job_id} already exists") from None
+    return jobs.job_json(job, services.clock.peek_us())
+
+
+@router.get("/v1/accounts/{account}/rlorTrainerJobs")
+def list_jobs(account: str, caller: str = Depends(caller_account), services: Services = Depends(get_services)):
+    require_same_account(caller, account, f"account {account}")
+    now = services.clock.peek_us()
+    return {"rlorTrainerJobs": [jobs.job_json(j, now) for j in services.store.list_jobs(account)],
+            "nextPageToken": ""}
+
+
+@router.get("/v1/accounts/{account}/rlorTrainerJobs/{job_id}")
+def get_job(account: str, job_id: str, caller: str = Depends(caller_account),
+            services: Services = Depends(get_services)):
+    job = load_job(services, caller, account, job_id)
+    return jobs.job_json(job, services.clock.peek_us())
+
+
+@router.delete("/v1/accounts/{account}/rlorTrainerJobs/{job_id}")
+def delete_job(account: str, job_id: str, caller: str = Depends(caller_account),
+               services: Services = Depends(get_services)):
+    """The job becomes JOB_STATE_DELETED; its checkpoints stay listable for the retention window."""
+    load_job(services, caller, account, job_id, include_deleted=False)
+    services.store.set_job_state(account, job_id, jobs.DELETED, bump_generation=True, deleted=True)
+    return {}
+
+
+@router.post("/v1/accounts/{account}/rlorTrainerJobs/{job_id}:resume")
+def resume_job(account: str, job_id: str, caller: str = Depends(caller_account),
+               services: Services = Depends(get_services)):
+    """Restart the trainer: PENDING now, RUNNING after the start-up delay; live sessions are dropped."""
+    job = load_job(services, caller, account, job_id)
+    if job.deleted_us is not None:
+        raise failed_precondition(f"trainer job {job_id} was deleted and cannot be resumed")
+    ready_us = services.clock.peek_us() + int(services.settings.startup_delay_s * 1_000_000)
+    job = services.store.set_job_state(account, job_id, jobs.PENDING, ready_us=ready_us, bump_generation=True)
+    return jobs.job_json(job, services.clock.peek_us())

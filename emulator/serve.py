@@ -1,0 +1,62 @@
+"""Run the emulator over HTTP (uvicorn): control plane, trainer gateway and admin routes on one port.
+
+Point the SDK at it with base_url=http://HOST:PORT (or FIREWORKS_BASE_URL). Keys map to accounts
+with --api-key KEY=ACCOUNT (repeatable) or FWEMU_API_KEYS="k1=a1,k2=a2"; with none, the value of
+FIREWORKS_API_KEY (else the dev key fw-local-dev) maps to account `local`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emulator.settings import BREAK_SWITCHES, QUIRKS
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, default=Path(".fwemu"), help="state directory (default ./.fwemu)")
+    where.add_argument("--in-memory", action="store_true", help="keep nothing after exit")
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY=ACCOUNT")
+    p.add_argument("--startup-delay", type=float, default=0.05, metavar="SECONDS",
+                   help="time a trainer job takes from CREATING to RUNNING")
+    p.add_argument("--retention-days", type=float, default=30.0)
+    p.add_argument("--quirk", action="append", default=[], choices=sorted(QUIRKS),
+                   help="reproduce a behaviour of the real service (repeatable; see README)")
+    p.add_argument("--break", dest="breaks", action="append", default=[], choices=sorted(BREAK_SWITCHES),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="warning")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from emulator.settings import Settings, default_api_keys, parse_api_keys
+
+    keys = parse_api_keys(",".join(args.api_key)) if args.api_key else default_api_keys()
+    kwargs = {}
+    if args.quirk:
+        kwargs["quirks"] = frozenset(args.quirk)
+    if args.breaks:
+        kwargs["breaks"] = frozenset(args.breaks)
+    return Settings(data_dir=None if args.in_memory else args.data_dir, api_keys=keys,
+                    startup_delay_s=args.startup_delay, retention_days=args.retention_days, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from emulator.app import create_app
+
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"fwemu serve: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    where = "in memory" if settings.data_dir is None else f"data dir {settings.data_dir}"
+    print(f"fwemu serving on http://{args.host}:{args.port} ({where}; accounts: "
+          f"{', '.join(sorted(set(settings.api_keys.values())))})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0

@@ -1,0 +1,38 @@
+"""The objects one emulator instance shares between its routers, held on `app.state.services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from emulator.settings import Settings
+from emulator.store import Clock, Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    clock: Clock
+    # filled by the gateway router on first use (keeps torch out of the control-plane path)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings) -> "Services":
+        clock = Clock()
+        store = Store(settings.data_dir, clock,
+                      mixed_precision_stamps="mixed-precision-timestamps" in settings.quirks)
+        return cls(settings=settings, store=store, clock=clock)
+
+    def close(self) -> None:
+        for ext in self.extensions.values():
+            close = getattr(ext, "close", None)
+            if close:
+                close()
+        self.store.close()
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
