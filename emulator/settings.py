@@ -20,7 +20,7 @@ BREAK_SWITCHES = {
     "trust-writer-label": "a row's type is taken from the writer's label, not the bytes (breaks K1)",
     "promote-any": "promotion of a non-promotable row is accepted (breaks K3)",
     "drop-optimizer-state": "DCP saves silently drop the optimizer state (breaks R1/R2)",
-    "lora-delta-arc": "LoRA delta saves are written as ARC_V2 deltas (breaks K4)",
+    "lora-delta-merged": "LoRA delta sampler saves are written as merged full weights (breaks K4)",
 }
 
 # Behaviours of the real service that users want to reproduce locally (README: Quirks).
@@ -68,6 +68,9 @@ class Settings:
     quirk_operation_polls: int = 3
     quirk_listing_delay_s: float = 1.0
     future_long_poll_s: float = 5.0          # retrieve_future waits this long before try_again
+    seq_gap_timeout_s: float = 30.0          # a missing seq_id fails the requests held behind it
+    # fault plan (emulator.faults): JSON text or a JSON file path; default env FWEMU_FAULT_PLAN
+    fault_plan: str | None = field(default_factory=lambda: os.environ.get("FWEMU_FAULT_PLAN") or None)
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:

@@ -67,7 +67,15 @@ def delete_job(account: str, job_id: str, caller: str = Depends(caller_account),
     """The job becomes JOB_STATE_DELETED; its checkpoints stay listable for the retention window."""
     load_job(services, caller, account, job_id, include_deleted=False)
     services.store.set_job_state(account, job_id, jobs.DELETED, bump_generation=True, deleted=True)
+    _drop_trainer(services, account, job_id, "the trainer job was deleted")
     return {}
+
+
+def _drop_trainer(services: Services, account: str, job_id: str, reason: str) -> None:
+    """Free the job's live trainer (sessions, models, worker threads) now, not at its next call."""
+    gateway = services.extensions.get("gateway")
+    if gateway is not None:
+        gateway.forget_job(account, job_id, reason)
 
 
 @router.post("/v1/accounts/{account}/rlorTrainerJobs/{job_id}:resume")
@@ -79,4 +87,5 @@ def resume_job(account: str, job_id: str, caller: str = Depends(caller_account),
         raise failed_precondition(f"trainer job {job_id} was deleted and cannot be resumed")
     ready_us = services.clock.peek_us() + int(services.settings.startup_delay_s * 1_000_000)
     job = services.store.set_job_state(account, job_id, jobs.PENDING, ready_us=ready_us, bump_generation=True)
+    _drop_trainer(services, account, job_id, "the trainer job was resumed (a new trainer process)")
     return jobs.job_json(job, services.clock.peek_us())

@@ -26,7 +26,7 @@ def _model_id(output_model: str, account: str) -> str:
     if output_model.startswith("accounts/") and not output_model.startswith(prefix):
         raise invalid_argument(f"output_model {output_model!r} must be in account {account} ({prefix}<id>)")
     model_id = output_model.removeprefix(prefix)
-    if not rules.MODEL_ID_RE.match(model_id):
+    if not rules.MODEL_ID_RE.fullmatch(model_id):
         raise invalid_argument(
             f"output model id {model_id!r} is not valid: use 1 to 63 characters of a-z, 0-9 and '-'")
     return model_id

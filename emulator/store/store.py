@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from emulator.inspect import Kind, Verdict, fingerprint, inspect_checkpoint
 from emulator.store.atomic import link_or_copy_tree, publish_dir, remove_tree
@@ -128,6 +128,8 @@ class Store:
         self._stamps = 0
         self._lock = threading.RLock()
         self._reserved: set[tuple[str, ...]] = set()
+        # called after a blob dir is published and before its row is committed (emulator.faults crash rules)
+        self.before_commit: Callable[[str, str, str], None] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fwemu-")
             self.root = Path(self._tmp.name)
@@ -252,7 +254,7 @@ class Store:
         Otherwise a rejected directory is kept and recorded without a kind: it is not a row, but
         the admin listing shows it with the inspector's reason.
         """
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):  # fullmatch: `$` would let "step-1\n" through
             raise ValueError(f"checkpoint name {name!r} must match {NAME_RE.pattern}")
         key = ("ckpt", account, job_id, name)
         with self._lock:
@@ -270,7 +272,13 @@ class Store:
                 raise Rejected(verdict)
             final = self.checkpoint_dir(account, job_id, name)
             publish_dir(staging, final)
-            self._record_checkpoint(account, job_id, name, final, verdict, claimed_kind)
+            try:
+                if self.before_commit:
+                    self.before_commit("checkpoint", account, job_id)
+                self._record_checkpoint(account, job_id, name, final, verdict, claimed_kind)
+            except BaseException:
+                remove_tree(final)  # published but never recorded: not a checkpoint
+                raise
         except BaseException:
             remove_tree(staging)
             raise
@@ -396,10 +404,17 @@ class Store:
         staging = Path(tempfile.mkdtemp(prefix="model-", dir=self.staging)) / "m"
         try:
             link_or_copy_tree(source, staging)
-            publish_dir(staging, self.models_dir / account / model_id)
-            with self._tx() as db:
-                db.execute("INSERT INTO models VALUES (?,?,?,?)",
-                           (account, model_id, json.dumps(record), self.clock.now_us()))
+            final = self.models_dir / account / model_id
+            publish_dir(staging, final)
+            try:
+                if self.before_commit:
+                    self.before_commit("model", account, model_id)
+                with self._tx() as db:
+                    db.execute("INSERT INTO models VALUES (?,?,?,?)",
+                               (account, model_id, json.dumps(record), self.clock.now_us()))
+            except BaseException:
+                remove_tree(final)
+                raise
         finally:
             remove_tree(staging.parent)
             with self._lock:

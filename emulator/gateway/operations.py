@@ -1,0 +1,134 @@
+"""The work each future runs on its model's worker thread, and the success payload it answers.
+
+Each function takes the model and the request body, does the trainer call, and returns the
+exact payload WIRE.md B.3 lists; a caller mistake raises `UserError` (or the trainer's
+`TrainerUserError`), which the worker turns into `{"error", "category": "user"}`.
+Request fields other than the routing ones (model_id, seq_id) are checked here, at execution
+time, not at POST time: a sequenced request must always take its place in the sequence, or
+every later request of that client would wait for the hole.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from emulator.gateway import checkpoints
+from emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState
+from emulator.gateway.sequencer import UserError
+from emulator.services import Services
+
+
+def trainer_of(model: ModelState):
+    if model.trainer is None:
+        why = model.create_error or "create_model has not finished"
+        raise UserError(f"{model.model_id} has no trainer: {why}")
+    return model.trainer
+
+
+def _trainable(model: ModelState):
+    trainer = trainer_of(model)
+    if model.base_only:
+        raise UserError(f"{model.model_id} is a frozen base-only reference model; it can run forward only")
+    return trainer
+
+
+def create_model(model: ModelState) -> dict:
+    # torch is imported here, on the worker, the first time any model is created.
+    from emulator.trainer.model_session import TrainerModel
+
+    try:
+        trainer = TrainerModel(model.base_model, lora_rank=model.lora_rank,
+                               lora_alpha=model.lora_alpha, seed=model.seed)
+    except Exception as exc:
+        model.create_error = f"create_model failed: {exc}"
+        raise
+    trainer.model_id = model.model_id
+    model.trainer = trainer
+    return {"model_id": model.model_id, "type": "create_model"}
+
+
+def _loss_input(body: Mapping, key: str) -> tuple[list, str, dict | None]:
+    spec = body.get(key)
+    if not isinstance(spec, Mapping):
+        raise UserError(f"{key} must be an object with data and loss_fn")
+    data, loss_fn, cfg = spec.get("data"), spec.get("loss_fn"), spec.get("loss_fn_config")
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{key}.data must be a non-empty list of Datum objects")
+    if not isinstance(loss_fn, str) or not loss_fn:
+        raise UserError(f"{key}.loss_fn must be a loss function name, e.g. cross_entropy")
+    if cfg is not None and not isinstance(cfg, Mapping):
+        raise UserError(f"{key}.loss_fn_config must be an object")
+    return data, loss_fn, dict(cfg) if cfg is not None else None
+
+
+def forward_backward(model: ModelState, body: Mapping) -> dict:
+    data, loss_fn, cfg = _loss_input(body, "forward_backward_input")
+    return _trainable(model).forward_backward(data, loss_fn, cfg)
+
+
+def forward(model: ModelState, body: Mapping) -> dict:
+    data, loss_fn, cfg = _loss_input(body, "forward_input")
+    return trainer_of(model).forward(data, loss_fn, cfg)
+
+
+def optim_step(model: ModelState, body: Mapping) -> dict:
+    adam = body.get("adam_params")
+    if not isinstance(adam, Mapping):
+        raise UserError("adam_params must be an object, e.g. {\"learning_rate\": 1e-4}")
+    out = _trainable(model).optim_step(dict(adam), body.get("grad_accumulation_normalization"))
+    return {"metrics": out.get("metrics") or {}}
+
+
+def save_weights(services: Services, model: ModelState, body: Mapping) -> dict:
+    _trainable(model)
+    if body.get("overwrite"):
+        raise UserError("overwrite=true is not supported; save under a new name")
+    path = checkpoints.save_state(services, model, body.get("path"))
+    return {"path": path, "type": "save_weights"}
+
+
+def save_weights_for_sampler(services: Services, model: ModelState, body: Mapping) -> dict:
+    trainer_of(model)
+    name = body.get("path")
+    if not isinstance(name, str) or not name:
+        raise UserError("path must be the sampler checkpoint name, e.g. step-4-1a2b3c4d")
+    ctype = checkpoints.resolve_checkpoint_type(model, body.get("checkpoint_type"))
+    # export_precision (merged_base only) is accepted and ignored: the stand-in model is float32.
+    path = checkpoints.save_sampler(services, model, name, ctype)
+    model.sampler_saved = True
+    return {"path": path, "type": "save_weights_for_sampler"}
+
+
+def load_weights(services: Services, model: ModelState, body: Mapping) -> dict:
+    trainer = _trainable(model)
+    optimizer = body.get("optimizer", False)
+    if not isinstance(optimizer, bool):
+        raise UserError(f"optimizer must be true or false, got {optimizer!r}")
+    path = body.get("path")
+    src = checkpoints.resolve_loadable(services, model, path)
+    trainer.load_state(src, optimizer)
+    return {"path": path, "type": "load_weights"}
+
+
+def load_adapter(model: ModelState, body: Mapping) -> dict:
+    raise UserError("load_adapter (warm start from a PEFT model) is not supported by the emulator; "
+                    "start from a save_state checkpoint with load_state instead")
+
+
+def unload_model(runtime: GatewayRuntime, jr: JobRuntime, model: ModelState) -> dict:
+    runtime.drop_model(jr, model.model_id)
+    model.trainer = None
+    return {"model_id": model.model_id, "type": "unload_model"}
+
+
+def info(model: ModelState) -> dict:
+    """get_info: answered directly from the model's settings (the trainer may still be loading)."""
+    out: dict[str, Any] = {
+        "type": "get_info",
+        "model_data": {"arch": "llama", "model_name": model.base_model, "tokenizer_id": "fwemu/byte-level"},
+        "model_id": model.model_id,
+        "is_lora": model.is_lora,
+        "lora_rank": model.lora_rank,
+        "model_name": model.base_model,
+    }
+    return out

@@ -1,0 +1,190 @@
+"""ARC_V2 deltas: full weights stored as XOR against an earlier INFERENCE_BASE of the same job.
+
+The real byte format is not public; ours is specified in CHECKPOINTS.md. A delta directory
+looks like the target's Hugging Face directory (same config.json, index, shard names, tensor
+names, dtypes, shapes and data offsets) plus:
+
+- `delta.json`: {"format": "arc_v2", "encoding": "xor", "checksum_format": "adler32",
+  "base_identity": <name of the base checkpoint>};
+- in every shard's `__metadata__`: "delta_format": "xor-v1" and "target_adler32": the 8-hex
+  adler32 of the reconstructed shard's data section (the target's own metadata is kept beside);
+- each tensor's bytes = target raw bytes XOR base raw bytes.
+
+XOR of raw bytes is lossless for every dtype (bf16 and fp8 included), so the data section is
+read and written as bytes, never through numpy dtypes. numpy is only the XOR engine. Tensors are
+streamed in bounded chunks, so memory does not grow with the model. No torch here: the trainer
+calls these, and so can anything that only has the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from emulator.inspect import Kind, inspect_checkpoint
+from emulator.inspect.families import ARC_MANIFEST, DELTA_FORMAT
+from emulator.inspect.names import DELTA_MANIFEST, HF_CONFIG, SAFETENSORS_SUFFIX
+from emulator.inspect.reader import CheckpointDir, Rejected
+from emulator.inspect.safetensors_header import Header, encode_header, read_header
+
+CHUNK = 8 * 1024 * 1024
+MARKERS = ("delta_format", "target_adler32")
+
+
+def make_delta(base_dir: str | os.PathLike, target_dir: str | os.PathLike,
+               out_dir: str | os.PathLike, base_identity: str) -> None:
+    """Write into `out_dir` the ARC_V2 delta of HF weights `target_dir` against `base_dir`.
+
+    Both must be INFERENCE_BASE directories with the same config.json and the same tensors
+    (names, shard assignment, dtypes, shapes). `out_dir` must be missing or empty. Raises
+    ValueError when the inputs do not fit together.
+    """
+    if not isinstance(base_identity, str) or not base_identity:
+        raise ValueError("base_identity must name the base checkpoint")
+    base, target = _Weights(base_dir, "base"), _Weights(target_dir, "target")
+    if base.config != target.config:
+        raise ValueError("base and target config.json differ; a delta needs the same model")
+    base.check_same_tensors(target)
+    out = _empty_dir(out_dir)
+
+    for name in target.other_files:
+        shutil.copyfile(target.root / name, out / name)
+    for shard, header in target.headers.items():
+        meta = dict(header.metadata or {})
+        clash = [m for m in MARKERS if m in meta]
+        if clash:
+            raise ValueError(f"target shard {shard} already carries delta marker {clash[0]!r}")
+        meta.update(delta_format=DELTA_FORMAT, target_adler32="00000000")  # fixed width: patched below
+        adler = 1
+        with open(out / shard, "wb") as f:
+            f.write(encode_header(_layout(header), meta))
+            for tensor in _in_offset_order(header):
+                for t_chunk, b_chunk in zip(target.chunks(tensor), base.chunks(tensor)):
+                    adler = zlib.adler32(t_chunk, adler)
+                    f.write(_xor(t_chunk, b_chunk))
+            meta["target_adler32"] = f"{adler:08x}"
+            f.seek(0)
+            f.write(encode_header(_layout(header), meta))
+    manifest = {**ARC_MANIFEST, "base_identity": base_identity}
+    (out / DELTA_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    verdict = inspect_checkpoint(out)
+    if verdict.kind is not Kind.INFERENCE_ARC_V2:  # our own output must classify as what it is
+        raise RuntimeError(f"make_delta wrote something that is not ARC_V2: {verdict.reason}")
+
+
+def apply_delta(base_dir: str | os.PathLike, delta_dir: str | os.PathLike,
+                out_dir: str | os.PathLike) -> None:
+    """Reconstruct into `out_dir` the target weights of `delta_dir` applied to `base_dir`.
+
+    The result is the target directory bit for bit (weights, headers, config and extras).
+    Each shard's adler32 is checked against its `target_adler32`; a mismatch (wrong base,
+    corrupted delta) raises ValueError and leaves no reconstructed shard behind.
+    """
+    verdict = inspect_checkpoint(delta_dir)
+    if verdict.kind is not Kind.INFERENCE_ARC_V2:
+        raise ValueError(f"{delta_dir} is not an ARC_V2 delta: {verdict.reason or verdict.kind}")
+    base, delta = _Weights(base_dir, "base"), _Weights(delta_dir, "delta")
+    if base.config != delta.config:
+        raise ValueError("base and delta config.json differ; this delta is not against this base")
+    base.check_same_tensors(delta)
+    out = _empty_dir(out_dir)
+
+    for name in delta.other_files:
+        if name != DELTA_MANIFEST:
+            shutil.copyfile(delta.root / name, out / name)
+    for shard, header in delta.headers.items():
+        meta = dict(header.metadata or {})
+        expected = meta.pop("target_adler32")
+        meta.pop("delta_format")
+        partial = out / (shard + ".partial")
+        adler = 1
+        with open(partial, "wb") as f:
+            f.write(encode_header(_layout(header), meta or None))
+            for tensor in _in_offset_order(header):
+                for d_chunk, b_chunk in zip(delta.chunks(tensor), base.chunks(tensor)):
+                    t_chunk = _xor(d_chunk, b_chunk)
+                    adler = zlib.adler32(t_chunk, adler)
+                    f.write(t_chunk)
+        if f"{adler:08x}" != expected:
+            partial.unlink()
+            raise ValueError(f"{shard}: adler32 of the reconstructed data is {adler:08x}, the delta "
+                             f"says {expected}; wrong base or corrupted delta")
+        partial.rename(out / shard)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+class _Weights:
+    """An HF weights directory: config, each shard's validated header, and raw tensor reads."""
+
+    def __init__(self, root: str | os.PathLike, role: str):
+        self.root = Path(root)
+        verdict = inspect_checkpoint(self.root)
+        allowed = (Kind.INFERENCE_ARC_V2,) if role == "delta" else (Kind.INFERENCE_BASE,)
+        if verdict.kind not in allowed:
+            raise ValueError(f"{role} {self.root} is not {allowed[0].value}: "
+                             f"{verdict.reason or verdict.kind.value}")
+        try:
+            d = CheckpointDir(self.root)
+            self.headers: dict[str, Header] = {
+                name: read_header(d, name) for name in sorted(d.entries)
+                if name.endswith(SAFETENSORS_SUFFIX)}
+        except Rejected as r:  # changed since it was inspected
+            raise ValueError(f"{role} {self.root}: {r.reason}") from None
+        self.config = json.loads((self.root / HF_CONFIG).read_text())
+        self.other_files = sorted(n for n in d.entries if n not in self.headers)
+        self.where = {t: (shard, h) for shard, h in self.headers.items() for t in h.tensors}
+
+    def check_same_tensors(self, other: "_Weights") -> None:
+        for t in sorted(set(self.where) ^ set(other.where)):
+            raise ValueError(f"tensor {t!r} is in only one of the two checkpoints")
+        for t, (shard, h) in self.where.items():
+            o_shard, o_h = other.where[t]
+            a, b = h.tensors[t], o_h.tensors[t]
+            if shard != o_shard:
+                raise ValueError(f"tensor {t!r} is in shard {shard} of one checkpoint, {o_shard} of the other")
+            if (a.dtype, a.shape) != (b.dtype, b.shape):
+                raise ValueError(f"tensor {t!r} is {a.dtype}{list(a.shape)} in one checkpoint and "
+                                 f"{b.dtype}{list(b.shape)} in the other")
+
+    def chunks(self, tensor: str):
+        """The raw bytes of `tensor`, in chunks of at most CHUNK bytes (same cut points for all)."""
+        shard, h = self.where[tensor]
+        info = h.tensors[tensor]
+        with open(self.root / shard, "rb") as f:
+            f.seek(h.data_start + info.begin)
+            left = info.end - info.begin
+            while left:
+                data = f.read(min(left, CHUNK))
+                if not data:
+                    raise ValueError(f"{shard}: truncated while reading tensor {tensor!r}")
+                left -= len(data)
+                yield data
+
+
+def _layout(header: Header) -> dict[str, tuple[str, list[int], int, int]]:
+    return {k: (v.dtype, list(v.shape), v.begin, v.end) for k, v in header.tensors.items()}
+
+
+def _in_offset_order(header: Header) -> list[str]:
+    return sorted(header.tensors, key=lambda k: (header.tensors[k].begin, header.tensors[k].end))
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    if len(a) != len(b):
+        raise ValueError("tensor byte lengths differ")
+    return np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)).tobytes()
+
+
+def _empty_dir(path: str | os.PathLike) -> Path:
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise ValueError(f"{out} is not empty")
+    return out

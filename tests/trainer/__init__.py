@@ -1,0 +1,1 @@
+"""Trainer tests (emulator/trainer, client/tokenizer)."""
