@@ -123,10 +123,12 @@ def _classify_dcp(md: dcp_metadata.DcpMetadata, data_files: list[str]) -> tuple[
                                          "checkpoint holds model.* and optim.* entries only")
         if top == "model" and md.items[key] is not None:
             model_tensors.append(".".join(str(p) for p in path[1:]))
-        elif top == "optim" and len(path) == 4 and path[1] == "state":
-            optim_params.add(str(path[2]))
-            if md.items[key] is not None and path[3] != "step":
-                has_state = True
+        elif top == "optim":
+            param_state = _optim_param_state(path)
+            if param_state:
+                optim_params.add(param_state[0])
+                if md.items[key] is not None and param_state[1] != "step":
+                    has_state = True
     if not model_tensors:
         raise Rejected(DCP_METADATA, "no model tensors (no model.* keys); this is not a training "
                                      "checkpoint", SAVE_STATE_HINT)
@@ -144,6 +146,21 @@ def _classify_dcp(md: dcp_metadata.DcpMetadata, data_files: list[str]) -> tuple[
     ranks = {int(DCP_DATA_RE.fullmatch(n).group(1)) for n in data_files}
     details = {"ranks": len(ranks), "tensors": len(model_tensors)}
     return (Kind.TRAINING_LORA if lora else Kind.TRAINING), details
+
+
+def _optim_param_state(path: tuple[str | int, ...]) -> tuple[str, str] | None:
+    """(param fqn, state name) of an optim.state entry, else None.
+
+    get_optimizer_state_dict nests ('optim', 'state', fqn, 'exp_avg'); with
+    flatten_optimizer_state_dict it is ('optim', 'state.<fqn>.exp_avg').
+    """
+    if len(path) == 4 and path[1] == "state":
+        return str(path[2]), str(path[3])
+    if len(path) == 2 and isinstance(path[1], str) and path[1].startswith("state."):
+        fqn, _, name = path[1][len("state."):].rpartition(".")
+        if fqn and name:
+            return fqn, name
+    return None
 
 
 # --- PEFT (INFERENCE_LORA) --------------------------------------------------------------------

@@ -80,3 +80,25 @@ def test_verdict_is_frozen():
     assert not v.ok and v.details == {} and v.bytes_read == 0
     with pytest.raises(AttributeError):
         v.kind = Kind.TRAINING  # type: ignore[misc]
+
+
+def test_dcp_with_flattened_optimizer_state(tmp_path):
+    """get_optimizer_state_dict(..., flatten_optimizer_state_dict=True) keys are 'state.<fqn>.<name>'."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    model = torch.nn.Linear(4, 4)
+    optim = torch.optim.AdamW(model.parameters())
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optim.step()
+    osd = get_optimizer_state_dict(model, optim, options=StateDictOptions(flatten_optimizer_state_dict=True))
+    assert "state.weight.exp_avg" in osd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save({"model": model.state_dict(), "optim": osd}, storage_writer=dcp.FileSystemWriter(str(tmp_path)))
+    v = inspect_checkpoint(tmp_path)
+    assert v.kind is Kind.TRAINING and v.details == {"ranks": 1, "tensors": 2}
