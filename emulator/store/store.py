@@ -306,8 +306,8 @@ class Store:
             kind=Kind(r[6]) if r[6] else None, reason=r[7], details=json.loads(r[8]), claimed_kind=r[9],
         )
 
-    def _verified(self, r: tuple) -> CheckpointRow:
-        """Return the row after checking its directory still has the fingerprint it was judged by."""
+    def _check(self, r: tuple) -> tuple[CheckpointRow, tuple | None]:
+        """The row as its directory is now, plus the SQL update to persist when its fingerprint moved."""
         row = self._row(r)
         path = self.checkpoint_dir(row.account, row.job_id, row.name)
         try:
@@ -315,20 +315,26 @@ class Store:
         except OSError:
             fp = None
         if fp == r[5]:
-            return row
+            return row, None
         verdict = inspect_checkpoint(path) if fp else None
         kind = verdict.kind.value if verdict and verdict.kind else None
         reason = verdict.reason if verdict else f"{row.name}: directory is missing"
         details = verdict.details if verdict else {}
         now = self.clock.now_us()
-        with self._tx() as db:
-            db.execute(
-                "UPDATE checkpoints SET fingerprint=?, kind=?, reason=?, details=?, update_us=?"
-                " WHERE account=? AND job_id=? AND name=?",
-                (fp or "", kind, reason, json.dumps(details), now, row.account, row.job_id, row.name),
-            )
+        update = (fp or "", kind, reason, json.dumps(details), now, row.account, row.job_id, row.name)
         return CheckpointRow(row.account, row.job_id, row.name, Kind(kind) if kind else None,
-                             row.create_us, now, details, reason, row.claimed_kind)
+                             row.create_us, now, details, reason, row.claimed_kind), update
+
+    def _verified_all(self, raw: list[tuple]) -> list[CheckpointRow]:
+        """Check a page of rows; re-judged ones are written back in one transaction."""
+        checked = [self._check(r) for r in raw]
+        updates = [u for _, u in checked if u is not None]
+        if updates:
+            with self._tx() as db:
+                db.executemany(
+                    "UPDATE checkpoints SET fingerprint=?, kind=?, reason=?, details=?, update_us=?"
+                    " WHERE account=? AND job_id=? AND name=?", updates)
+        return [row for row, _ in checked]
 
     def list_checkpoints(self, account: str, job_id: str, page_size: int, page_token: str | None = None,
                          *, newest_first: bool = False, visible_before_us: int | None = None,
@@ -351,7 +357,7 @@ class Store:
             raw = self.db.execute(sql, args).fetchall()
         more = len(raw) > page_size
         raw = raw[:page_size]
-        rows = [self._verified(r) for r in raw]
+        rows = self._verified_all(raw)
         token = _encode_token(raw[-1][3], raw[-1][2]) if more and raw else ""
         return [r for r in rows if r.kind is not None], token
 
@@ -360,7 +366,7 @@ class Store:
             r = self.db.execute(
                 "SELECT * FROM checkpoints WHERE account=? AND job_id=? AND name=?", (account, job_id, name)
             ).fetchone()
-        return self._verified(r) if r else None
+        return self._verified_all([r])[0] if r else None
 
     def rejected_checkpoints(self, account: str, job_id: str | None = None) -> list[CheckpointRow]:
         sql = "SELECT * FROM checkpoints WHERE account=? AND kind IS NULL"
@@ -372,17 +378,20 @@ class Store:
             return [self._row(r) for r in self.db.execute(sql + " ORDER BY create_us", args)]
 
     def newest_checkpoint(self, account: str, job_id: str, kinds: set[Kind]) -> CheckpointRow | None:
+        """Newest row of these kinds whose bytes still say so; reads rows in small batches."""
         marks = ",".join("?" * len(kinds))
-        with self._lock:
-            raw = self.db.execute(
-                f"SELECT * FROM checkpoints WHERE account=? AND job_id=? AND kind IN ({marks})"
-                " ORDER BY create_us DESC, name DESC", [account, job_id, *[k.value for k in kinds]]
-            ).fetchall()
-        for r in raw:
-            row = self._verified(r)
-            if row.kind in kinds:
-                return row
-        return None
+        sql = (f"SELECT * FROM checkpoints WHERE account=? AND job_id=? AND kind IN ({marks})"
+               " AND (create_us, name) < (?, ?) ORDER BY create_us DESC, name DESC LIMIT 16")
+        before: tuple[int, str] = (2**62, "")
+        while True:
+            with self._lock:
+                batch = self.db.execute(sql, [account, job_id, *[k.value for k in kinds], *before]).fetchall()
+            if not batch:
+                return None
+            for row in self._verified_all(batch):
+                if row.kind in kinds:
+                    return row
+            before = (batch[-1][3], batch[-1][2])
 
     def checkpoint_names(self, account: str, job_id: str, kinds: set[Kind]) -> list[str]:
         marks = ",".join("?" * len(kinds))

@@ -9,7 +9,6 @@ traversal, duplicates and anything over the caps are refused before a byte of th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 BLOCK = 512
@@ -183,8 +182,6 @@ class TarExtractor:
                 self._pax = records
             self._pax_data, self._pax_global = None, False
         if self._out is not None:
-            self._out.flush()
-            os.fsync(self._out.fileno())
-            self._out.close()
+            self._out.close()  # fsynced once, with the whole directory, when it is published
             self._out = None
         self._state = "pad" if self._padding else "header"
