@@ -61,8 +61,10 @@ def _inspect(path: str, as_json: bool) -> int:
     resumable = v.kind is not None and rules.is_resumable(v.kind)
     promotable = v.kind is not None and rules.is_promotable(v.kind)
     if as_json:
+        # reason: why it was rejected, or why a valid kind cannot be promoted (null when it can)
+        reason = v.reason if v.kind is None else (None if promotable else rules.promotion_refusal(v.kind))
         print(json.dumps({"path": path, "kind": v.kind.value if v.kind else None,
-                          "resumable": resumable, "promotable": promotable, "reason": v.reason}))
+                          "resumable": resumable, "promotable": promotable, "reason": reason}))
         return 0 if v.kind else 1
 
     yes_no = {True: "yes", False: "no"}

@@ -32,8 +32,12 @@ def test_json_for_each_kind(capsys, artifacts, name, kind, resumable, promotable
     assert rc == 0
     obj = json.loads(out)
     assert out.count("\n") == 1 and set(obj) == JSON_KEYS
-    assert obj == {"path": str(artifacts[name]), "kind": kind, "resumable": resumable,
-                   "promotable": promotable, "reason": None}
+    reason = obj.pop("reason")
+    assert obj == {"path": str(artifacts[name]), "kind": kind, "resumable": resumable, "promotable": promotable}
+    if promotable:
+        assert reason is None
+    else:  # a valid but non-promotable kind says why, naming the kind
+        assert f"CHECKPOINT_TYPE_{kind}" in reason and "cannot be promoted" in reason
 
 
 def test_json_for_a_rejection(capsys, clone):
