@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from emulator import __version__
 from emulator.admin.routes import router as admin_router
 from emulator.controlplane.routes import router as controlplane_router
+from emulator.faults import install as install_faults
 from emulator.gateway.routes import router as gateway_router
 from emulator.http_errors import install_error_handlers
 from emulator.services import Services
@@ -34,4 +35,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(controlplane_router)
     app.include_router(gateway_router)
     app.include_router(admin_router)
+    install_faults(app, services)
     return app

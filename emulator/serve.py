@@ -8,6 +8,7 @@ FIREWORKS_API_KEY (else the dev key fw-local-dev) maps to account `local`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="reproduce a behaviour of the real service (repeatable; see README)")
     p.add_argument("--break", dest="breaks", action="append", default=[], choices=sorted(BREAK_SWITCHES),
                    help=argparse.SUPPRESS)
+    p.add_argument("--fault-plan", metavar="FILE.json",
+                   help="inject faults from this plan (docs/quirks.md); default env FWEMU_FAULT_PLAN")
     p.add_argument("--log-level", default="warning")
 
 
@@ -40,6 +43,11 @@ def settings_from_args(args: argparse.Namespace):
         kwargs["quirks"] = frozenset(args.quirk)
     if args.breaks:
         kwargs["breaks"] = frozenset(args.breaks)
+    if args.fault_plan:
+        kwargs["fault_plan"] = args.fault_plan
+    from emulator.faults.plan import load_plan
+
+    load_plan(kwargs.get("fault_plan") or os.environ.get("FWEMU_FAULT_PLAN"))  # a bad plan is a usage error
     return Settings(data_dir=None if args.in_memory else args.data_dir, api_keys=keys,
                     startup_delay_s=args.startup_delay, retention_days=args.retention_days, **kwargs)
 

@@ -1,0 +1,142 @@
+"""Bugs found by the reliability work in files this package does not own, pinned until fixed.
+
+Each test states the correct behaviour and is marked xfail(strict=True): it fails today, and the
+day the bug is fixed it passes, which strict mode turns into a failure, so whoever fixes the bug
+removes the marker and the test guards the fix from then on. The reason names the file to fix.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.reliability.conftest import (
+    ACCT_A, BASE, KEY_A, create_job, envelope, import_tar, in_process, nothing_written, settings, store_of,
+)
+
+
+def bug(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@bug("emulator/store/tar_stream.py: TarExtractor.finish accepts a stream that stops exactly at a member "
+     "boundary without the end-of-archive marker, so an upload cut between two files is taken as complete")
+def test_an_upload_cut_between_members_is_refused(sample_dirs):
+    from tests.reliability.test_hostile_input import member
+
+    files = sorted(sample_dirs["INFERENCE_BASE"].iterdir())
+    cut = b"".join(member(p.name, p.read_bytes()) for p in files)     # every file, but no end marker
+    with in_process() as cp:
+        create_job(cp, "cut")
+        envelope(import_tar(cp, "cut", "cut", cut), 400, "INVALID_ARGUMENT")
+        nothing_written(store_of(cp))
+
+
+@bug("emulator/admin/routes.py: import_checkpoint creates the job (store.create_job) before load_job "
+     "validates the job id, so a refused import leaves a job named '..', 'UPPER' or '\\ufffd' behind")
+def test_a_refused_import_creates_no_job():
+    with in_process() as cp:
+        for job_id in ("%2E%2E", "UPPER", "%FF"):
+            r = cp.post(f"/_emulator/v1/accounts/{ACCT_A}/rlorTrainerJobs/{job_id}/checkpoints:import",
+                        params={"name": "x", "baseModel": BASE}, content=b"",
+                        headers={"Content-Type": "application/x-tar"})
+            envelope(r, 400, "INVALID_ARGUMENT")
+        assert cp.get(f"/v1/accounts/{ACCT_A}/rlorTrainerJobs").json()["rlorTrainerJobs"] == []
+
+
+@bug("emulator/controlplane/access.py + job_routes.py: JOB_ID_RE.match lets a trailing newline through "
+     "(`$` matches before it); use fullmatch, as rules.MODEL_ID_RE's docstring says")
+def test_a_job_id_with_a_trailing_newline_is_refused():
+    with in_process() as cp:
+        r = cp.post(f"/v1/accounts/{ACCT_A}/rlorTrainerJobs", params={"rlorTrainerJobId": "job\n"},
+                    json={"trainingConfig": {"baseModel": BASE}})
+        envelope(r, 400, "INVALID_ARGUMENT")
+        assert store_of(cp).counts()["jobs"] == 0
+
+
+@bug("emulator/controlplane (job create): a non-finite number in the body (1e400 -> inf, NaN) is stored; "
+     "the create answers 500 and every later list or get of the account's jobs answers 500, which the SDK "
+     "retries for five minutes: the account is poisoned")
+def test_non_finite_numbers_do_not_poison_the_account():
+    with in_process() as cp:
+        for body in (b'{"trainingConfig": {"baseModel": "b", "learningRate": 1e400}}',
+                     b'{"trainingConfig": {"baseModel": "b"}, "extra": NaN}'):
+            r = cp.post(f"/v1/accounts/{ACCT_A}/rlorTrainerJobs", params={"rlorTrainerJobId": "inf"}, content=body,
+                        headers={"Content-Type": "application/json"})
+            envelope(r, 400, "INVALID_ARGUMENT")
+        assert cp.get(f"/v1/accounts/{ACCT_A}/rlorTrainerJobs").status_code == 200
+
+
+@bug("emulator/app.py (no body cap): a 20 MB JSON body is read whole and stored in the job row; a JSON "
+     "body far beyond any real request should be refused with a 4xx before it is parsed")
+def test_a_huge_json_body_is_refused():
+    with in_process() as cp:
+        body = {"trainingConfig": {"baseModel": BASE}, "padding": "x" * (20 << 20)}
+        r = cp.post(f"/v1/accounts/{ACCT_A}/rlorTrainerJobs", params={"rlorTrainerJobId": "huge"},
+                    content=json.dumps(body), headers={"Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500, r.status_code
+        assert store_of(cp).counts()["jobs"] == 0
+
+
+@bug("emulator/gateway/checkpoints.py: save_state checks the name with DNS_LABEL_RE.match, which lets "
+     "'step-1\\n' through to the store; the store refuses it with ValueError, which the worker reports as "
+     "a *server* error (the SDK's category for 'retry later') instead of a user error")
+def test_a_save_name_with_a_trailing_newline_is_a_user_error():
+    from fastapi.testclient import TestClient
+
+    from emulator.app import create_app
+    from tests.gateway.helpers import Gateway
+
+    with TestClient(create_app(settings()), raise_server_exceptions=False) as http:
+        gw = Gateway(http, key=KEY_A, account=ACCT_A)
+        gw.create_job("nl")
+        model = gw.model("nl")
+        gw.step("nl", model)
+        out = gw.save_state("nl", model, "step-1\n")
+        assert out.get("category") == "user", out
+
+
+@bug("emulator/store/store.py: _record_checkpoint takes the row's createTime stamp before it enters the "
+     "write transaction, so two saves on different threads (two trainer workers, or a trainer save and an "
+     "import) can commit in the opposite order of their stamps; a listing paginating meanwhile passes the "
+     "later-committed, older row and never returns it (L1)")
+def test_a_concurrent_paginated_listing_misses_no_committed_row(sample_dirs):
+    import shutil
+    import threading
+
+    with in_process() as cp:
+        create_job(cp, "race")
+        store = store_of(cp)
+        gate, stamped = threading.Event(), threading.Event()
+        real_tx = store._tx
+
+        def slow_tx():
+            if threading.current_thread().name == "slow-writer":
+                stamped.set()        # its stamp is taken; hold the commit back
+                assert gate.wait(10)
+            return real_tx()
+
+        def write(name: str) -> None:
+            with store.write_checkpoint(ACCT_A, "race", name) as staging:
+                for f in sample_dirs["TRAINING"].iterdir():
+                    shutil.copy(f, staging / f.name)
+
+        store._tx = slow_tx
+        slow = threading.Thread(name="slow-writer", target=write, args=("older",))
+        slow.start()
+        assert stamped.wait(10)
+        write("newer")
+        url = f"/v1/accounts/{ACCT_A}/rlorTrainerJobs/race/checkpoints"
+        first = cp.get(url, params={"pageSize": 1}).json()
+        gate.set()
+        slow.join(10)
+        store._tx = real_tx
+        seen = [r["name"].rsplit("/", 1)[-1] for r in first["checkpoints"]]
+        token = first["nextPageToken"]
+        while token:
+            page = cp.get(url, params={"pageSize": 1, "pageToken": token}).json()
+            seen += [r["name"].rsplit("/", 1)[-1] for r in page["checkpoints"]]
+            token = page["nextPageToken"]
+        assert [r["name"].rsplit("/", 1)[-1] for r in cp.get(url).json()["checkpoints"]] == ["older", "newer"]
+        assert sorted(seen) == ["newer", "older"], seen
