@@ -101,7 +101,7 @@ class CheckpointRow:
 
     @property
     def job_id(self) -> str | None:
-        m = CHECKPOINT_NAME_RE.match(self.name)
+        m = CHECKPOINT_NAME_RE.fullmatch(self.name)
         return m.group(2) if m else None
 
     @classmethod
@@ -304,12 +304,12 @@ class ControlPlaneClient:
         Body per WIRE.md A.5 with `async_promotion: true`; a 400 that names async_promotion is
         re-sent without it. Handles `{"model": ...}` and operations (polled until done).
         """
-        m = CHECKPOINT_NAME_RE.match(name or "")
+        m = CHECKPOINT_NAME_RE.fullmatch(name or "")
         if not m:
             raise ValueError(f"checkpoint name {name!r} is not accounts/<a>/rlorTrainerJobs/<j>/checkpoints/<c>")
         if not base_model:
             raise ValueError("base_model is required to promote")
-        if not MODEL_ID_RE.match(output_model_id or ""):
+        if not MODEL_ID_RE.fullmatch(output_model_id or ""):
             raise ValueError(f"output model id {output_model_id!r} must be 1-63 of a-z, 0-9 and '-'")
         account, job_id, ckpt = m.groups()
         path = f"/v1/accounts/{account}/checkpoints/{ckpt}:promote"

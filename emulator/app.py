@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from emulator import __version__
 from emulator.admin.routes import router as admin_router
+from emulator.body_limit import BodyLimitMiddleware
 from emulator.controlplane.routes import router as controlplane_router
 from emulator.faults import install as install_faults
 from emulator.gateway.routes import router as gateway_router
@@ -36,4 +37,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gateway_router)
     app.include_router(admin_router)
     install_faults(app, services)
+    app.add_middleware(BodyLimitMiddleware, control_plane_bytes=settings.max_control_plane_body_bytes,
+                       gateway_bytes=settings.max_gateway_body_bytes)
     return app

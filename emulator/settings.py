@@ -63,6 +63,8 @@ class Settings:
     retention_days: float = 30.0             # deleted jobs keep their checkpoints this long
     max_import_bytes: int = 64 << 30
     max_import_files: int = 10_000
+    max_control_plane_body_bytes: int = 1 << 20
+    max_gateway_body_bytes: int = 64 << 20
     quirks: frozenset[str] = field(default_factory=lambda: _split("FWEMU_QUIRKS"))
     breaks: frozenset[str] = field(default_factory=lambda: _split("FWEMU_BREAK"))
     quirk_operation_polls: int = 3

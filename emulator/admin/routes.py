@@ -79,7 +79,9 @@ async def import_checkpoint(request: Request, account: str, job_id: str,
     if request.headers.get("content-type", "").split(";")[0].strip() not in ("application/x-tar", ""):
         raise invalid_argument("import body must be a tar stream (Content-Type: application/x-tar)")
     store, settings = services.store, services.settings
-    job = store.get_job(account, job_id, include_deleted=True) if JOB_ID_RE.match(job_id) else None
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise invalid_argument(f"trainer job id {job_id!r} must match {JOB_ID_RE.pattern}")
+    job = store.get_job(account, job_id, include_deleted=True)
     if job is None:
         if not baseModel:
             raise not_found(f"trainer job {job_id} not found; pass baseModel to create it for the import")

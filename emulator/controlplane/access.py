@@ -22,7 +22,7 @@ def retention_over(services: Services, job: Job) -> bool:
 def load_job(services: Services, caller: str, account: str, job_id: str, *, include_deleted: bool = True) -> Job:
     """The caller's job, or 404. A deleted job is returned during its retention window, then forgotten."""
     require_same_account(caller, account, f"trainer job {job_id}")
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise invalid_argument(f"trainer job id {job_id!r} must match {JOB_ID_RE.pattern}")
     job = services.store.get_job(account, job_id, include_deleted=True)
     if job is not None and retention_over(services, job):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from fastapi import APIRouter, Depends, Query
@@ -36,11 +37,16 @@ def create_job(account: str, body: CreateJobBody,
                caller: str = Depends(caller_account), services: Services = Depends(get_services)):
     require_same_account(caller, account, f"account {account}")
     job_id = rlorTrainerJobId or f"fwemu-{secrets.token_hex(6)}"
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise invalid_argument(f"rlorTrainerJobId {job_id!r} must match {JOB_ID_RE.pattern}")
+    stored = body.model_dump(exclude_none=True)
+    try:  # NaN / Infinity parse as JSON numbers in Python but can never be answered back: refuse them
+        json.dumps(stored, allow_nan=False)
+    except ValueError:
+        raise invalid_argument("the request body contains a non-finite number (NaN or Infinity)") from None
     delay_us = int(services.settings.startup_delay_s * 1_000_000)
     try:
-        job = services.store.create_job(account, job_id, body.model_dump(exclude_none=True), delay_us)
+        job = services.store.create_job(account, job_id, stored, delay_us)
     except AlreadyExists:
         raise already_exists(f"trainer job accounts/{account}/rlorTrainerJobs/{job_id} already exists") from None
     return jobs.job_json(job, services.clock.peek_us())

@@ -38,7 +38,7 @@ RESUMABLE = {Kind.TRAINING, Kind.TRAINING_LORA}
 # ---------------------------------------------------------------------- save_weights (DCP)
 def save_state(services: Services, model: ModelState, name: str) -> str:
     """Write a resumable DCP checkpoint; return the name it is stored (and listed) under."""
-    if not isinstance(name, str) or not DNS_LABEL_RE.match(name):
+    if not isinstance(name, str) or not DNS_LABEL_RE.fullmatch(name):
         raise UserError(f"checkpoint name {name!r} must be a DNS label (lowercase letters, digits and '-', "
                         "at most 63 characters, e.g. step-4) so that load_state can use it")
     store, settings = services.store, services.settings
@@ -151,12 +151,12 @@ def resolve_loadable(services: Services, model: ModelState, path) -> Path:
         raise UserError("path must be a checkpoint name (e.g. step-4) or cross_job://<job_id>/<name>")
     if path.startswith(CROSS_JOB_PREFIX):
         src_job, sep, name = path[len(CROSS_JOB_PREFIX):].partition("/")
-        if not sep or not DNS_LABEL_RE.match(src_job) or not DNS_LABEL_RE.match(name):
+        if not sep or not DNS_LABEL_RE.fullmatch(src_job) or not DNS_LABEL_RE.fullmatch(name):
             raise UserError(f"{path!r} is not a valid reference; use cross_job://<job_id>/<checkpoint_name>")
         if not _job_visible(services, model.account, src_job):
             raise UserError(f"{path!r}: trainer job {src_job} not found in account {model.account}")
     else:
-        if not DNS_LABEL_RE.match(path):
+        if not DNS_LABEL_RE.fullmatch(path):
             raise UserError(f"{path!r} is not a checkpoint name of this job; pass the path save_state returned "
                             "(e.g. step-4) or cross_job://<job_id>/<name>")
         src_job, name = model.job_id, path

@@ -287,15 +287,16 @@ class Store:
                 self._reserved.discard(key)
 
     def _record_checkpoint(self, account, job_id, name, final: Path, verdict: Verdict, claimed) -> None:
-        self._stamps += 1
-        if self.mixed_precision_stamps and self._stamps % 2 == 0:
-            now = self.clock.now_us_whole_second()
-        else:
-            now = self.clock.now_us()
-        with self._tx() as db:
+        fp = fingerprint(final)
+        with self._tx() as db:  # stamp inside the write lock: createTime order == commit order (L1)
+            self._stamps += 1
+            if self.mixed_precision_stamps and self._stamps % 2 == 0:
+                now = self.clock.now_us_whole_second()
+            else:
+                now = self.clock.now_us()
             db.execute(
                 "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (account, job_id, name, now, now, fingerprint(final),
+                (account, job_id, name, now, now, fp,
                  verdict.kind.value if verdict.kind else None, verdict.reason,
                  json.dumps(verdict.details), claimed),
             )

@@ -116,7 +116,7 @@ class TarExtractor:
     def finish(self) -> list[str]:
         if self._state == "data" or self._out is not None:
             raise TarRejected("tar: the upload ended in the middle of a file")
-        if not self._ended and (self._state != "header" or self._buf):
+        if not self._ended:  # a stream cut between two members must not pass for a whole archive
             raise TarRejected("tar: the upload ended without an end-of-archive marker")
         if not self.files:
             raise TarRejected("tar: the archive holds no files")
