@@ -16,6 +16,7 @@ from emulator.controlplane.routes import router as controlplane_router
 from emulator.faults import install as install_faults
 from emulator.gateway.routes import router as gateway_router
 from emulator.http_errors import install_error_handlers
+from emulator.openapi_doc import install_openapi
 from emulator.services import Services
 from emulator.settings import Settings
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gateway_router)
     app.include_router(admin_router)
     install_faults(app, services)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, control_plane_bytes=settings.max_control_plane_body_bytes,
                        gateway_bytes=settings.max_gateway_body_bytes)
     return app

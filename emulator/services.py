@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from fastapi import Request
 
@@ -18,6 +19,7 @@ class Services:
     clock: Clock
     # filled by the gateway router on first use (keeps torch out of the control-plane path)
     extensions: dict[str, Any] = field(default_factory=dict)
+    list_calls: Iterator[int] = field(default_factory=itertools.count)  # quirk list-failures alternation
 
     @classmethod
     def create(cls, settings: Settings) -> "Services":

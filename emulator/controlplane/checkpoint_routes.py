@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
@@ -16,7 +14,6 @@ from emulator.errors import invalid_argument, unavailable
 from emulator.services import Services, get_services
 
 router = APIRouter(tags=["control plane: checkpoints"])
-_list_calls = itertools.count()
 
 
 @router.get("/v1/accounts/{account}/rlorTrainerJobs/{job_id}/checkpoints")
@@ -26,7 +23,7 @@ def list_checkpoints(account: str, job_id: str,
     """Rows derived from the stored bytes, oldest first; works for deleted jobs during retention."""
     settings = services.settings
     load_job(services, caller, account, job_id)
-    if "list-failures" in settings.quirks and next(_list_calls) % 2 == 0:
+    if "list-failures" in settings.quirks and next(services.list_calls) % 2 == 0:
         raise unavailable("checkpoint listing is temporarily unavailable (quirk list-failures)")
     visible_before = None
     if "listing-delay" in settings.quirks:

@@ -129,7 +129,8 @@ def healthz(account: str, job_id: str, caller: str = Depends(caller_account),
     job = _load_job(services, caller, account, job_id)
     state = jobs.state_at(job, services.clock.peek_us())
     if state != jobs.RUNNING:
-        err = ApiError("UNAVAILABLE", f"trainer job {job_id} is {state}, not running yet")
+        soon = " yet" if state in jobs.STARTING else ""
+        err = ApiError("UNAVAILABLE", f"trainer job {job_id} is {state}, not running{soon}")
         return JSONResponse(err.body(), status_code=err.http_status)
     return {"status": "ok"}
 
