@@ -1,0 +1,342 @@
+"""`run_contracts(target, max_examples, seed) -> Report`: the state machine plus the focused properties.
+
+Each component is a Hypothesis test; a failure is caught, its shrunk program captured, and the
+invariant it names recorded. The report has one row per invariant: pass, FAIL, or "not exercised"
+(with the reason, e.g. the target cannot restart) - never a silent pass for a rule that did not run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+from contracts.invariants import REGISTRY, InvariantViolation, reset_tally
+from contracts.targets import CAP_TEXT, InProcessTarget, Target
+
+log = logging.getLogger(__name__)
+
+# Profiles: the CI one fits the repo's 3-minute budget on 2 cores; nightly is the same suite, longer.
+PROFILES = {
+    "ci": {"max_examples": 8, "steps": 20},
+    "default": {"max_examples": 25, "steps": 25},
+    "nightly": {"max_examples": 500, "steps": 40},
+}
+
+
+@dataclass
+class InvariantResult:
+    id: str
+    title: str
+    status: str                 # "pass" | "FAIL" | "not exercised" | "n/a"
+    examples: int
+    message: str | None = None
+    found_by: str | None = None
+    program: str | None = None
+
+
+@dataclass
+class ComponentRun:
+    name: str
+    targets: tuple[str, ...]
+    examples: int
+    seconds: float
+    outcome: str                # "passed" | "failed: <id>" | "error" | "skipped: <why>"
+
+
+@dataclass
+class Report:
+    target: str
+    driver: str
+    seed: int
+    max_examples: int
+    breaks: list[str]
+    results: dict[str, InvariantResult] = field(default_factory=dict)
+    components: list[ComponentRun] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed_ids(self) -> set[str]:
+        return {r.id for r in self.results.values() if r.status == "FAIL"}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_ids and not self.errors
+
+    def table(self) -> str:
+        rows = [("id", "invariant", "result", "examples")]
+        for r in self.results.values():
+            rows.append((r.id, r.title, r.status, str(r.examples)))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [f"fwemu contracts: {self.target}, driver {self.driver}, seed {self.seed}, "
+                 f"max_examples {self.max_examples} ({self.seconds:.1f}s)"]
+        for i, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        for r in self.results.values():
+            if r.status == "FAIL":
+                lines.append(f"\n{r.id} failed ({r.found_by}): {r.message}")
+                if r.program:
+                    lines.append("  falsifying program:\n" + "\n".join("    " + ln for ln in r.program.splitlines()))
+            elif r.status in ("not exercised", "n/a") and r.message:
+                lines.append(f"{r.id} {r.status}: {r.message}")
+            elif r.id == "F2" and r.message:
+                lines.append(f"F2 {r.status}: {r.message}")
+        for e in self.errors:
+            lines.append(f"\nERROR {e}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)
+
+
+def expected_ids(break_switch: str) -> set[str]:
+    """The invariant ids a break switch says it breaks: "... (breaks R1/R2)" -> {"R1", "R2"}."""
+    from emulator.settings import BREAK_SWITCHES
+
+    text = BREAK_SWITCHES.get(break_switch, "")
+    m = re.search(r"breaks ([A-Z]\d(?:\s*/\s*[A-Z]?\d)*)", text)
+    if not m:
+        return set()
+    ids, letter = set(), ""
+    for part in re.split(r"\s*/\s*", m.group(1)):
+        if part[0].isalpha():
+            letter = part[0]
+            ids.add(part)
+        else:
+            ids.add(letter + part)
+    return ids
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, value: Any) -> None:
+        self.lines.append(str(value))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _violations(exc: BaseException) -> list[InvariantViolation]:
+    if isinstance(exc, InvariantViolation):
+        return [exc]
+    found: list[InvariantViolation] = []
+    for sub in getattr(exc, "exceptions", ()) or ():
+        found += _violations(sub)
+    cause = exc.__cause__ or exc.__context__
+    if not found and cause is not None and cause is not exc:
+        found += _violations(cause)
+    return found
+
+
+def _program(exc: BaseException, found: InvariantViolation, captured: str) -> str:
+    """The falsifying program Hypothesis attached to the failure (PEP 678 notes), else what it printed."""
+    notes = list(getattr(found, "__notes__", ()) or ())
+    if found is not exc:
+        notes += list(getattr(exc, "__notes__", ()) or ())   # one program per failure; repeated steps are real
+    keep = [n for n in notes if not n.startswith(("You can add @seed", "Explanation:"))]
+    return "\n".join(keep).strip() or captured.strip()
+
+
+@contextlib.contextmanager
+def shrink_budget(seconds: float | None):
+    """Bound the time Hypothesis spends shrinking one failure (its own cap is 5 minutes). Each step of
+    this suite is a real HTTP round trip, so an unbounded shrink can take longer than finding the bug."""
+    try:
+        from hypothesis.internal.conjecture import engine
+    except ImportError:  # pragma: no cover - a Hypothesis without that module: keep its default
+        yield
+        return
+    old = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    if seconds is None or old is None:
+        yield
+        return
+    engine.MAX_SHRINKING_SECONDS = seconds
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = old
+
+
+def _settings(max_examples: int, steps: int, shrink: bool):
+    from hypothesis import HealthCheck, Phase, settings
+
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(max_examples=max_examples, stateful_step_count=steps, deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck), report_multiple_bugs=False, phases=phases,
+                    print_blob=True)
+
+
+def run_contracts(target: Target | None = None, max_examples: int | None = None, seed: int = 0, *,
+                  driver: str = "client", only: Iterable[str] | None = None, profile: str = "default",
+                  steps: int | None = None, shrink: bool = True, machine: bool = True,
+                  properties: bool | Iterable[str] = True, progress: Callable[[str], None] | None = None,
+                  shrink_seconds: float | None = 60.0) -> Report:
+    """Run the contract suite against `target` (default: a fresh in-process emulator).
+
+    `only`: invariant ids; components that target none of them are left out. `properties`: False,
+    True, or the names of the focused properties to run. `shrink_seconds` bounds the shrinking of
+    each failure. Never raises for a contract failure: read `report.failed_ids` / `report.ok`.
+    """
+    from hypothesis import seed as hseed
+    from hypothesis.reporting import with_reporter
+
+    from contracts.machine import MachineConfig, make_machine
+    from contracts.properties import PROPERTIES, PropertyContext
+
+    prof = PROFILES[profile]
+    max_examples = max_examples if max_examples is not None else prof["max_examples"]
+    steps = steps if steps is not None else prof["steps"]
+    owned = target is None
+    target = target or InProcessTarget()
+    only_ids = set(only) if only else None
+    started = time.monotonic()
+    tally = reset_tally()
+    report = Report(target=target.describe(), driver=driver, seed=seed, max_examples=max_examples,
+                    breaks=sorted(target.breaks))
+    variants: dict[frozenset, Any] = {}
+
+    def config_for(t: Target) -> MachineConfig:
+        if isinstance(t, InProcessTarget):
+            return MachineConfig(target_for_example=t.renew, release=lambda _t: None, driver=driver)
+        return MachineConfig(target_for_example=lambda: t, release=lambda _t: None, driver=driver)
+
+    def variant(**overrides: Any) -> MachineConfig | None:
+        if not isinstance(target, InProcessTarget):
+            return None
+        key = frozenset((k, frozenset(v) if isinstance(v, (set, frozenset)) else v) for k, v in overrides.items())
+        if key not in variants:
+            variants[key] = target.variant(**overrides)
+        return config_for(variants[key])
+
+    base_config = config_for(target)
+    components: list[tuple[str, tuple[str, ...], Callable[[], Any], int]] = []
+    if machine:
+        machine_cls = make_machine(base_config)
+        hseed(seed)(machine_cls)
+
+        def machine_test(cls=machine_cls):
+            from hypothesis.stateful import run_state_machine_as_test
+
+            run_state_machine_as_test(cls, settings=_settings(max_examples, steps, shrink))
+        components.append(("state machine", tuple(REGISTRY), machine_test, max_examples))
+    wanted_props = None if properties is True else set(properties or ())
+    if properties:
+        ctx = PropertyContext(config=base_config, variant=variant)
+        probe_driver_caps = _driver_caps(driver)
+        for prop in PROPERTIES:
+            if wanted_props is not None and prop.name not in wanted_props:
+                continue
+            if only_ids is not None and not (set(prop.targets) & only_ids):
+                continue
+            missing = [c for c in prop.needs if not target.has(c)] + \
+                      [c for c in prop.driver_caps if c not in probe_driver_caps]
+            if missing:
+                report.components.append(ComponentRun(prop.name, prop.targets, 0, 0.0,
+                                                      f"skipped: {prop.why_needed}"))
+                continue
+            n = max(2, round(max_examples * prop.weight / 2))
+
+            def prop_test(prop=prop, n=n):
+                test = prop.build(ctx)
+                test = _settings(n, steps, shrink)(test)
+                hseed(seed)(test)
+                test()
+            components.append((prop.name, prop.targets, prop_test, n))
+
+    failures: dict[str, tuple[str, str, str]] = {}
+    try:
+        for name, targets, run, n in components:
+            if progress:
+                progress(f"running {name} ({n} examples)...")
+            t0 = time.monotonic()
+            before = tally.example
+            capture = _Capture()
+            outcome = "passed"
+            try:
+                with with_reporter(capture), shrink_budget(shrink_seconds):
+                    run()
+            except BaseException as exc:  # noqa: BLE001 - a failure is the result, not a crash of the run
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                found = _violations(exc)
+                if found:
+                    v = found[0]
+                    failures.setdefault(v.id, (v.message, name, _program(exc, v, capture.text)))
+                    outcome = f"failed: {v.id}"
+                else:
+                    outcome = "error"
+                    report.errors.append(f"in {name}: {type(exc).__name__}: {exc}\n{capture.text}\n"
+                                         + "".join(traceback.format_exception(exc))[-3000:])
+            report.components.append(ComponentRun(name, targets, tally.example - before,
+                                                  time.monotonic() - t0, outcome))
+    finally:
+        for v in variants.values():
+            v.close()
+        if owned:
+            target.close()
+
+    _fill_results(report, tally, failures, target, driver)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _driver_caps(driver: str) -> frozenset[str]:
+    from contracts.drivers import OurDriver, SdkDriver
+
+    return OurDriver.caps if driver in ("client", "ours", "our") else SdkDriver.caps
+
+
+def _fill_results(report: Report, tally, failures: dict, target: Target, driver: str) -> None:
+    driver_caps = _driver_caps(driver)
+    for inv_id, inv in REGISTRY.items():
+        n = tally.examples(inv_id)
+        if inv_id in failures:
+            message, by, program = failures[inv_id]
+            report.results[inv_id] = InvariantResult(inv_id, inv.title, "FAIL", n, message, by, program)
+        elif inv_id == "F2":
+            report.results[inv_id] = _f2(report, target)
+        elif n > 0:
+            report.results[inv_id] = InvariantResult(inv_id, inv.title, "pass", n)
+        else:
+            report.results[inv_id] = InvariantResult(inv_id, inv.title, "not exercised", 0,
+                                                     _why_not(inv_id, target, driver_caps, report))
+
+
+def _f2(report: Report, target: Target) -> InvariantResult:
+    inv = REGISTRY["F2"]
+    if not target.breaks:
+        return InvariantResult("F2", inv.title, "n/a", 0, "run with --break SWITCH (tests/contracts/test_teeth.py "
+                                                          "runs every switch)")
+    failed = {i for i, r in report.results.items() if r.status == "FAIL"}
+    missed = [b for b in sorted(target.breaks) if not (expected_ids(b) & failed)]
+    if missed:
+        return InvariantResult("F2", inv.title, "FAIL", len(target.breaks),
+                               f"break switch(es) {missed} were not caught by "
+                               f"{sorted(set().union(*(expected_ids(b) for b in missed)))}", "teeth")
+    names = ", ".join(f"{b} -> {'/'.join(sorted(expected_ids(b) & failed))}" for b in sorted(target.breaks))
+    return InvariantResult("F2", inv.title, "pass", len(target.breaks), f"caught: {names}")
+
+
+def _why_not(inv_id: str, target: Target, driver_caps: frozenset[str], report: Report) -> str:
+    skipped = [c for c in report.components if c.outcome.startswith("skipped") and inv_id in c.targets]
+    reasons = [f"{c.name} {c.outcome}" for c in skipped]
+    from contracts.drivers import CHECKPOINTS, FAULTS
+
+    if inv_id in ("R3", "R4", "R5", "R6", "R7") and CHECKPOINTS not in driver_caps:
+        reasons.append("TrainingCheckpoints rules need our client (--fw-driver client)")
+    if inv_id == "F1" and FAULTS not in driver_caps:
+        reasons.append("faults are injected through our client's transport")
+    if inv_id == "L3" and not target.has("clock"):
+        reasons.append(f"target cannot {CAP_TEXT['clock']}")
+    return "; ".join(reasons) or "no example reached it; raise --max-examples"
