@@ -289,10 +289,7 @@ class SdkDriver:
         if not target.has(SOCKET):
             raise ValueError("the fireworks-ai SDK opens its own connections: use a socket target "
                              "(InProcessTarget(transport='socket') or a URL)")
-        import os
-
-        os.environ.setdefault("TINKER_TELEMETRY", "0")
-        from fireworks.training.sdk import TrainerJobManager
+        from fireworks.training.sdk import TrainerJobManager  # telemetry is accepted by fwemu: nothing to turn off
 
         self.target = target
         self.account = account

@@ -67,8 +67,9 @@ def short(row: dict) -> str:
 
 @pytest.mark.parametrize("key", [FW_KEY, TML_KEY])
 @pytest.mark.parametrize("lora_rank", [0, 8])
-def test_sdk_flows(server, key, lora_rank):
+def test_sdk_flows(server, key, lora_rank, monkeypatch):
     """Create and wait, train, save_state, two sampler saves, list, promote, load into a new client."""
+    monkeypatch.delenv("TINKER_TELEMETRY", raising=False)  # this test proves telemetry is accepted
     full = lora_rank == 0
     mgr = TrainerJobManager(api_key=key, base_url=server.url)
     endpoint = mgr.create_and_wait(TrainerJobConfig(base_model=BASE, lora_rank=lora_rank), poll_interval_s=0.1)
