@@ -191,8 +191,9 @@ class TrainingCheckpoints:
                 skipped.append("sampler")
             else:
                 seq_before = self.trainer.last_seq_id
-                saved = self.trainer.save_weights_for_sampler(name, checkpoint_type="base")
-                sampler_name = self._listed_sampler_name(saved.path, saved.snapshot_name, name)
+                save_as = self._free_sampler_name(name, before)
+                saved = self.trainer.save_weights_for_sampler(save_as, checkpoint_type="base")
+                sampler_name = self._listed_sampler_name(saved.path, saved.snapshot_name, save_as)
                 self._note_state(sampler_name, seq_before)
         return SaveResult(dcp_name, sampler_name, tuple(skipped))
 
@@ -208,6 +209,20 @@ class TrainingCheckpoints:
         log.warning("checkpoint %s already exists from an earlier attempt and may hold other weights; "
                     "saving this one as %s-%d", name, name, n)
         return f"{name}-{n}"
+
+    def _free_sampler_name(self, name: str, rows: list[CheckpointRow]) -> str:
+        """A logical name whose `<name>-<session suffix>` is not listed yet.
+
+        The same training client saving `step-N` promotable twice (new weights in between) would
+        otherwise send the same qualified name again and be refused as already existing.
+        """
+        suffix = getattr(self.trainer, "session_suffix", None)
+        taken = {r.short_name for r in rows}
+        candidate, n = name, 0
+        while suffix and f"{candidate}-{suffix}" in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        return candidate
 
     def _poll(self, what: str, find: Callable[[list[CheckpointRow]], CheckpointRow | None]) -> CheckpointRow | None:
         deadline = self._clock() + self.appear_timeout_s

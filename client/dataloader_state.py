@@ -28,8 +28,9 @@ KEEP = 20
 
 
 def step_from_name(name: str) -> int | None:
-    """`step-12` (or `step-12-<suffix>`) -> 12; None for names that carry no step."""
-    m = re.match(r"^step-(\d+)(?:-[0-9a-f]{8})?$", name)
+    """`step-12`, `step-12-<8hex suffix>`, `step-12-1` (a retried save), `step-12-1-<suffix>` -> 12;
+    None for names that carry no step."""
+    m = re.fullmatch(r"step-(\d+)(?:-\d{1,7})?(?:-[0-9a-f]{8})?", name)
     return int(m.group(1)) if m else None
 
 

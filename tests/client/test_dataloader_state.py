@@ -84,3 +84,15 @@ def test_negative_values_are_refused(tmp_path):
                                         ("final", None), ("step-x", None), ("mystep-3", None)])
 def test_step_from_name(name, step):
     assert step_from_name(name) == step
+
+
+def test_step_from_name_reads_retried_and_suffixed_names():
+    """Regression: a save retried as `step-N-1` must still resume at step N without dataloader.json."""
+    from client.dataloader_state import step_from_name
+
+    assert step_from_name("step-12") == 12
+    assert step_from_name("step-12-1") == 12
+    assert step_from_name("step-12-0a1b2c3d") == 12
+    assert step_from_name("step-12-2-0a1b2c3d") == 12
+    assert step_from_name("final") is None
+    assert step_from_name("step-12\n") is None

@@ -113,3 +113,30 @@ def test_explicit_job_must_match_the_log_paths_job(make_asgi_emulator, tmp_path)
         main(emu.config(tmp_path / "a", max_steps=1, trainer_job_id=other["job_id"]))
     reattached = main(emu.config(tmp_path / "a", max_steps=1, trainer_job_id=first["job_id"]))
     assert (reattached["job_id"], reattached["steps_run"]) == (first["job_id"], 0)
+
+
+def test_promotable_save_of_one_name_twice_from_one_client_gets_a_free_name(make_asgi_emulator, tmp_path):
+    """Regression (found by the contract suite): the same training client saving `step-N` promotable
+    twice, with training in between, must not resend the same `step-N-<suffix>` and be refused."""
+    from client.checkpoints import TrainingCheckpoints
+    from client.trainer_client import TrainerGatewayClient
+    from client.tokenizer import chat_datum
+
+    emu = make_asgi_emulator()
+    with emu.control_plane() as cp:
+        job = cp.create_job(BASE_MODEL, lora_rank=4)
+        cp.wait_until_running(job.job_id, poll_interval_s=0.02, timeout_s=10)
+        with TrainerGatewayClient(cp.gateway_url_for_job(job.job_id), KEY, emu.transport()) as gw:
+            gw.create_session()
+            model = gw.create_model(BASE_MODEL, lora_rank=4)
+            ckpt = TrainingCheckpoints(model, cp, job.job_id, tmp_path / "log", lora_rank=4)
+            datum = chat_datum({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+            first = ckpt.save("step-1", resumable=False, promotable=True)
+            model.forward_backward([datum])
+            model.optim_step({"learning_rate": 1e-2})
+            second = ckpt.save("step-1", resumable=False, promotable=True)
+        names = [r.short_name for r in cp.list_checkpoints(job.job_id)]
+    suffix = model.session_suffix
+    assert first.sampler_name == f"step-1-{suffix}" and second.sampler_name == f"step-1-1-{suffix}"
+    assert names == [first.sampler_name, second.sampler_name]
+    assert emu.checkpoint_files(job.job_id, first.sampler_name) != emu.checkpoint_files(job.job_id, second.sampler_name)
