@@ -18,6 +18,8 @@ and the report says so instead of counting it as passed:
 
 from __future__ import annotations
 
+import abc
+
 import os
 import secrets
 import shutil
@@ -57,8 +59,11 @@ class Account:
     account_id: str | None  # None: resolve with GET /v1/accounts
 
 
-class Target:
-    """Base class: subclasses fill `name`, `caps`, `base_url` and the hooks they support."""
+class Target(abc.ABC):
+    """Base class: subclasses fill `name`, `caps`, `base_url` and the hooks they support.
+
+    Hooks a target lacks (restart, variant) refuse with a clear error; the machine only calls
+    them when the target's `caps` say it can."""
 
     name = "target"
     caps: frozenset[str] = frozenset()
@@ -70,15 +75,17 @@ class Target:
         return cap in self.caps
 
     @property
+    @abc.abstractmethod
     def base_url(self) -> str:
-        raise NotImplementedError
+        """Root URL of the control plane (and gateway) under test."""
 
     def transport(self) -> Any:
         """An httpx transport for our client (None: httpx's default network transport)."""
         return None
 
+    @abc.abstractmethod
     def new_account(self) -> Account:
-        raise NotImplementedError
+        """A fresh, isolated account (API key) for one example."""
 
     def checkpoint_dir(self, account: str, job_id: str, name: str) -> Path | None:
         return None
@@ -87,7 +94,7 @@ class Target:
         return None
 
     def restart(self) -> None:
-        raise NotImplementedError(f"{self.name} cannot be restarted")
+        raise RuntimeError(f"{self.name} cannot be restarted")
 
     def advance_clock(self, seconds: float, api_key: str) -> None:
         import httpx
@@ -100,7 +107,7 @@ class Target:
         r.raise_for_status()
 
     def variant(self, **settings: Any) -> "Target":
-        raise NotImplementedError(f"{self.name} has no variants")
+        raise RuntimeError(f"{self.name} has no variants")
 
     def describe(self) -> str:
         return self.name
