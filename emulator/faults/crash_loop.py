@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -40,7 +37,7 @@ import httpx
 
 from emulator.faults.middleware import CRASH_EXIT_CODE
 from emulator.inspect import Kind, inspect_checkpoint
-from emulator.server_thread import free_port
+from emulator.server_process import ServeProcess
 
 KEY, ACCOUNT = "crash-loop-key", "crash"
 BASE = "accounts/fireworks/models/crash-base"
@@ -95,54 +92,12 @@ def _tar(directory: Path) -> bytes:
 
 
 # ------------------------------------------------------------------------------ the server
-class Server:
-    """`python -m emulator.cli serve` on a data dir, as a user runs it."""
+class Server(ServeProcess):
+    """`python -m emulator.cli serve` on a data dir, as a user runs it: tiny model, one key, a log file."""
 
     def __init__(self, data_dir: Path, log_path: Path):
-        self.data_dir, self.log_path = data_dir, log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "FWEMU_MODEL_SIZE": TINY_MODEL, "TINKER_TELEMETRY": "0"}
-        env.pop("FWEMU_FAULT_PLAN", None)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "emulator.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port), "--api-key", f"{KEY}={ACCOUNT}", "--startup-delay", "0"],
-                env=env, stdout=log, stderr=log, cwd=Path(__file__).resolve().parents[2])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fwemu serve exited with {self.proc.returncode} at start-up; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/_emulator/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"fwemu serve did not answer on {self.url} within {timeout_s}s")
-
-    def sigkill(self) -> bool:
-        """SIGKILL; False when the process had already died on its own (an injected crash)."""
-        assert self.proc is not None
-        alive = self.proc.poll() is None
-        if alive:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        return alive
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(data_dir, ["--api-key", f"{KEY}={ACCOUNT}"], log_path=log_path,
+                         env={"FWEMU_MODEL_SIZE": TINY_MODEL, "TINKER_TELEMETRY": "0"})
 
 
 # ------------------------------------------------------------------------------ what was acknowledged
