@@ -215,8 +215,12 @@ class OurDriver:
 
     def checkpoints(self, handle: OurHandle | None, job_id: str, log_path: str, lora_rank: int) -> TrainingCheckpoints:
         """`handle` may be None for listing and promotion, which never touch the trainer."""
+        if self.target.listing_may_lag:  # rows appear late: let the client poll for them as it would in production
+            waits = dict(appear_timeout_s=30.0, poll_s=0.05)
+        else:
+            waits = dict(appear_timeout_s=0.0, poll_s=0.0, sleep=_noop_sleep)
         return TrainingCheckpoints(handle.model if handle is not None else None, self.cp, job_id, log_path, lora_rank,
-                                   appear_timeout_s=0.0, poll_s=0.0, sleep=_noop_sleep)
+                                   **waits)
 
     def promote(self, full_name: str, model_id: str) -> dict:
         return dict(self.cp.promote_checkpoint(full_name, model_id, self.target.base_model).raw)

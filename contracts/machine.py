@@ -960,7 +960,8 @@ class ContractMachine(RuleBasedStateMachine):
                 job.rows[name].certain = True
             else:
                 del job.rows[name]
-        inv.check_l2(job.job_id, rows, {r.name: r.first_listed for r in job.certain_rows()}, ())
+        inv.check_l2(job.job_id, rows, {r.name: r.first_listed for r in job.certain_rows()}, (),
+                     listing_may_lag=self.target.listing_may_lag)
         for r in job.certain_rows():
             if r.first_listed is None and r.name in listed:
                 r.first_listed = listed[r.name].create_time

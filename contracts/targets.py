@@ -75,6 +75,11 @@ class Target(abc.ABC):
         return cap in self.caps
 
     @property
+    def listing_may_lag(self) -> bool:
+        """Whether a saved row may appear in listings only after a delay (the real service: yes)."""
+        return True
+
+    @property
     @abc.abstractmethod
     def base_url(self) -> str:
         """Root URL of the control plane (and gateway) under test."""
@@ -150,6 +155,10 @@ class InProcessTarget(Target):
     """The emulator in this process. `transport="socket"` (default: uvicorn on loopback) or `"asgi"`."""
 
     name = "in-process"
+
+    @property
+    def listing_may_lag(self) -> bool:
+        return "listing-delay" in self.quirks
 
     def __init__(self, *, breaks: frozenset[str] | set[str] | tuple = (), quirks: frozenset[str] | set[str] | tuple = (),
                  transport: str = "socket", retention_days: float = 30.0, model_size: str | None = TINY_MODEL_SIZE,

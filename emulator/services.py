@@ -12,6 +12,9 @@ from emulator.settings import Settings
 from emulator.store import Clock, Store
 
 
+CLOCK_OFFSET_KEY = "clock_offset_us"
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -26,7 +29,13 @@ class Services:
         clock = Clock()
         store = Store(settings.data_dir, clock,
                       mixed_precision_stamps="mixed-precision-timestamps" in settings.quirks)
+        clock.offset_us = int(store.get_meta(CLOCK_OFFSET_KEY) or 0)  # time never runs backwards on a restart
+        clock.not_before(store.latest_stamp())
         return cls(settings=settings, store=store, clock=clock)
+
+    def advance_clock(self, seconds: float) -> None:
+        self.clock.offset_us += int(seconds * 1_000_000)
+        self.store.set_meta(CLOCK_OFFSET_KEY, str(self.clock.offset_us))
 
     def close(self) -> None:
         for ext in self.extensions.values():

@@ -48,7 +48,7 @@ def reset(_caller: str = Depends(caller_account), services: Services = Depends(g
 def advance_clock(seconds: float = Body(..., embed=True, ge=0, le=10 * 365 * 86400),
                   _caller: str = Depends(caller_account), services: Services = Depends(get_services)):
     """Move the emulator's clock forward (retention windows, start-up delays) without sleeping."""
-    services.clock.offset_us += int(seconds * 1_000_000)
+    services.advance_clock(seconds)
     return {"now": rfc3339(services.clock.peek_us())}
 
 

@@ -24,6 +24,11 @@ class Clock:
             self._last = max(now, self._last + 1)
             return self._last
 
+    def not_before(self, us: int) -> None:
+        """Never hand out a stamp at or before `us` (the newest stamp already stored, after a restart)."""
+        with self._lock:
+            self._last = max(self._last, us)
+
     def now_us_whole_second(self) -> int:
         """A stamp rounded up to a whole second (the real service prints those without a fraction)."""
         with self._lock:

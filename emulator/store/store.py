@@ -45,6 +45,7 @@ CREATE INDEX IF NOT EXISTS checkpoints_by_time ON checkpoints (account, job_id, 
 CREATE TABLE IF NOT EXISTS models (
     account TEXT NOT NULL, model_id TEXT NOT NULL, record TEXT NOT NULL, create_us INTEGER NOT NULL,
     PRIMARY KEY (account, model_id));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS operations (
     account TEXT NOT NULL, op_id TEXT NOT NULL, record TEXT NOT NULL, polls_left INTEGER NOT NULL,
     PRIMARY KEY (account, op_id));
@@ -463,6 +464,23 @@ class Store:
         return json.loads(r[0]), r[1]
 
     # ------------------------------------------------------------------ admin
+    def latest_stamp(self) -> int:
+        """The newest stamp stored anywhere, so a restarted clock keeps createTime order (L1)."""
+        with self._lock:
+            return max(self.db.execute(
+                "SELECT MAX(v) FROM (SELECT MAX(update_us) AS v FROM checkpoints UNION ALL "
+                "SELECT MAX(update_us) FROM jobs UNION ALL SELECT MAX(create_us) FROM models)").fetchone()[0] or 0, 0)
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            r = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (key, value))
+
     def reset(self) -> None:
         with self._tx() as db:
             for table in ("jobs", "checkpoints", "models", "operations"):

@@ -162,3 +162,30 @@ def test_break_switches_bend_the_listing(tmp_path):
         for n in ("a", "b"):
             import_dir(cp, "job-1", n, hf_dir(tmp_path / n))
         assert [r["name"][-1] for r in rows(cp, "job-1")["checkpoints"]] == ["b", "a"]
+
+
+def test_clock_advance_survives_restart(tmp_path):
+    """Regression (contract suite, L2 under listing-delay): time must never run backwards on a restart."""
+    data = tmp_path / "data"
+    with make_client(data_dir=data) as cp:
+        cp.post("/_emulator/v1/clock:advance", json={"seconds": 3600})
+        before = cp.app.state.services.clock.peek_us()
+    with make_client(data_dir=data) as cp:
+        assert cp.app.state.services.clock.peek_us() >= before
+
+
+def test_rows_saved_after_a_restart_sort_after_earlier_ones_even_on_whole_second_stamps(tmp_path):
+    """Regression (contract suite, R7 under mixed-precision-timestamps): a whole-second stamp is
+    rounded up, so a restarted clock must continue after the newest stored stamp."""
+    data = tmp_path / "data"
+    with make_client(data_dir=data, quirks=frozenset({"mixed-precision-timestamps"})) as cp:
+        create_job(cp, "job-1")
+        for n in ("a", "b"):  # the second row gets a whole-second stamp, up to 1 s in the future
+            import_dir(cp, "job-1", n, hf_dir(tmp_path / n))
+    with make_client(data_dir=data, quirks=frozenset({"mixed-precision-timestamps"})) as cp:
+        import_dir(cp, "job-1", "c", hf_dir(tmp_path / "c"))
+        listed = rows(cp, "job-1")["checkpoints"]
+    assert [r["name"][-1] for r in listed] == ["a", "b", "c"]
+    from client.timeparse import parse_rfc3339
+    times = [parse_rfc3339(r["createTime"]) for r in listed]
+    assert times == sorted(times) and len(set(times)) == 3
