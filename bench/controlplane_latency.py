@@ -353,7 +353,7 @@ def build_tables(res: dict, sizes: list[int]) -> None:
           r["cold_page"]["p99_ms"], r["cold_walk"]["p50_ms"], r.get("cold_server_cpu_ms_per_row")]
          for n, r in ((n, R["rows"][str(n)]) for n in sizes)],
         "warm: fingerprints match the cache; cold: every row's files got a new mtime, so every row "
-        "is re-inspected and its row rewritten (one commit per row)"))
+        "is re-inspected and its row rewritten (one commit per page)"))
     st = R["store"]
     res["tables"].append(table(
         "In-process Store (no HTTP), ms",
