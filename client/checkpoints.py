@@ -28,7 +28,7 @@ from typing import Callable
 
 from client.control_plane import CheckpointRow, ControlPlaneClient, Model, sort_newest_first
 from client.dataloader_state import DataloaderEntry, DataloaderState, step_from_name
-from client.errors import FwError
+from client.errors import FwError, TrainerRequestError
 from client.trainer_client import TrainingModel, cross_job_ref, validate_checkpoint_ref
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,9 @@ class TrainingCheckpoints:
             else:
                 save_as = self._free_name(name, before)
                 seq_before = self.trainer.last_seq_id
-                path = self.trainer.save_state(save_as)
-                dcp_name = self._listed_dcp_name(path, save_as, {r.short_name for r in before})
+                path, save_as, refused = self._save_state_under_free_name(save_as)
+                # names refused as existing belong to earlier saves: never mistake them for this one
+                dcp_name = self._listed_dcp_name(path, save_as, {r.short_name for r in before} | refused)
                 self._note_state(dcp_name, seq_before)
             if data_consumed is not None:
                 self.dataloader.record(dcp_name, step, data_consumed)
@@ -209,6 +210,26 @@ class TrainingCheckpoints:
         log.warning("checkpoint %s already exists from an earlier attempt and may hold other weights; "
                     "saving this one as %s-%d", name, name, n)
         return f"{name}-{n}"
+
+    def _save_state_under_free_name(self, save_as: str, attempts: int = 20) -> tuple[str, str, set[str]]:
+        """save_state, moving on to `name-1`, `name-2`... when the trainer already holds the name;
+        returns (reported path, name used, names refused as existing).
+
+        The listing can lag behind the trainer (a row saved just before, an earlier attempt whose
+        answer was lost), so a name that looked free may not be: never overwrite, pick the next one.
+        """
+        base, refused = save_as, set()
+        for n in range(1, attempts + 1):
+            try:
+                return self.trainer.save_state(save_as), save_as, refused
+            except TrainerRequestError as exc:
+                if exc.category != "user" or "already exists" not in exc.message:
+                    raise
+                refused.add(save_as)
+                log.warning("checkpoint %s already exists on the trainer (the listing had not shown it yet); "
+                            "saving this one as %s-%d", save_as, base, n)
+                save_as = f"{base}-{n}"
+        raise FwError(f"could not find a free checkpoint name after {base} ({attempts} tries)")
 
     def _free_sampler_name(self, name: str, rows: list[CheckpointRow]) -> str:
         """A logical name whose `<name>-<session suffix>` is not listed yet.

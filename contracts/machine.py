@@ -20,6 +20,8 @@ crashes and wire faults need our client); the report lists what was not exercise
 
 from __future__ import annotations
 
+import time
+
 import logging
 import secrets
 import shutil
@@ -186,10 +188,26 @@ class ContractMachine(RuleBasedStateMachine):
         return job.handle
 
     def _checkpoints(self, job: JobModel):
-        """The job's TrainingCheckpoints; without a live client, a fresh one (listing and promotion only)."""
+        """The job's TrainingCheckpoints; without a live client, a fresh one (listing and promotion only).
+
+        On a target whose listings lag (the real service, the listing-delay quirk), first wait until
+        every row the model knows was saved is listed: resume and promote_latest can only see what
+        the control plane lists, as a user who waits a moment would find."""
+        if self.target.listing_may_lag:
+            self._settle(job)
         if job.ck is not None:
             return job.ck
         return self.driver.checkpoints(None, job.job_id, job.log_path, job.lora_rank)
+
+    def _settle(self, job: JobModel, timeout_s: float = 30.0) -> None:
+        want = {r.name for r in job.certain_rows()}
+        deadline = time.monotonic() + timeout_s
+        while want:
+            status, pages = self.obs.list_all(job.job_id)
+            listed = {r.name for page in pages for r in page}
+            if (status == 200 and want <= listed) or time.monotonic() >= deadline:
+                return  # a row that never appears is L2's to report, not this wait's
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ resume (R1, R2, R4)
     def _reconnect(self, job: JobModel, previous: tuple) -> None:
