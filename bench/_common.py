@@ -310,13 +310,9 @@ class ServeProcess:
         return proc_cpu_s(self.pid)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from emulator.server_process import stop_process
+
+        stop_process(self.proc)
 
     def __enter__(self) -> "ServeProcess":
         return self.start()
