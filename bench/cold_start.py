@@ -165,7 +165,7 @@ def import_audit(tmp: Path) -> dict:
             continue
         parts = line.split("|")
         try:
-            self_us, cum_us = int(parts[0].split(":")[1]), int(parts[1])
+            cum_us = int(parts[1])
         except ValueError:
             continue
         raw = parts[2]

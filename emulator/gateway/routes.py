@@ -98,12 +98,16 @@ def _seq_id(body: dict) -> int:
     return seq
 
 
+def _idempotency_key(call: Call, request: Request) -> tuple | None:
+    """A retried POST (same X-Idempotency-Key, same job incarnation) must not run twice."""
+    key = request.headers.get("x-idempotency-key")
+    return (call.jr.account, call.jr.job_id, call.jr.generation, key) if key else None
+
+
 def _enqueue(call: Call, request: Request, model: ModelState, request_type: str, run: Callable[[], dict],
              *, seq_id: int | None = None, first: bool = False) -> dict:
     """Create the future and queue its work, once per X-Idempotency-Key."""
-    rt, jr = call.runtime, call.jr
-    key = request.headers.get("x-idempotency-key")
-    idem = (jr.account, jr.job_id, jr.generation, key) if key else None
+    rt, idem = call.runtime, _idempotency_key(call, request)
     with rt.lock:
         if idem is not None and (previous := rt.recall(idem)) is not None:
             return previous
@@ -226,13 +230,11 @@ def create_model(request: Request, call: Call = Depends(_call), body: dict[str, 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise invalid_argument(f"lora_config.seed must be an integer (got {seed!r})")
 
-    rt, jr = call.runtime, call.jr
-    key = request.headers.get("x-idempotency-key")
-    idem = (jr.account, jr.job_id, jr.generation, key) if key else None
+    rt, idem = call.runtime, _idempotency_key(call, request)
     with rt.lock:
         if idem is not None and (previous := rt.recall(idem)) is not None:
             return previous
-        model = rt.new_model(jr, base_model=base_model, lora_rank=rank, lora_alpha=alpha, seed=seed or 0,
+        model = rt.new_model(call.jr, base_model=base_model, lora_rank=rank, lora_alpha=alpha, seed=seed or 0,
                              base_only=bool(body.get("base_only")))
         return _enqueue(call, request, model, "create_model", lambda: ops.create_model(model), first=True)
 

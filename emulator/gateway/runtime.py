@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.gateway.futures import FutureTable
-from emulator.gateway.sequencer import DEFAULT_GAP_TIMEOUT_S, ModelWorker
+from emulator.gateway.sequencer import ModelWorker
 from emulator.services import Services
 from emulator.store import Job
 

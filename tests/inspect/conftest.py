@@ -97,3 +97,10 @@ def rewrite_header(path: Path, mutate) -> None:
     header, data = read_raw_header(path)
     mutate(header)
     write_raw(path, json.dumps(header).encode(), data)
+
+
+def set_json_field(path, field, value) -> None:
+    """Rewrite one top-level field of a JSON file (the bad-config tests change one field at a time)."""
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -11,7 +10,7 @@ import pytest
 from emulator.inspect import inspect_checkpoint, names
 from emulator.inspect.safetensors_header import encode_header
 
-from .conftest import rewrite_header
+from .conftest import rewrite_header, set_json_field
 
 
 def rejected(d, reason):
@@ -206,9 +205,7 @@ def test_bad_delta_markers(clone, meta, reason):
 ])
 def test_bad_manifest(clone, field, value, reason):
     d = clone("arc")
-    m = json.loads((d / "delta.json").read_text())
-    m[field] = value
-    (d / "delta.json").write_text(json.dumps(m))
+    set_json_field(d / "delta.json", field, value)
     rejected(d, f"delta.json: {reason}")
 
 

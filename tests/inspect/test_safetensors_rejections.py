@@ -11,7 +11,7 @@ from safetensors import deserialize
 from emulator.inspect import inspect_checkpoint
 from emulator.inspect.safetensors_header import encode_header
 
-from .conftest import read_raw_header, rewrite_header, write_raw
+from .conftest import read_raw_header, rewrite_header, set_json_field, write_raw
 
 
 def rejected(d, reason):
@@ -243,9 +243,7 @@ def test_lora_rank_mismatch(clone):
 
 def test_lora_rank_disagrees_with_config(clone):
     d = clone("peft")
-    cfg = json.loads((d / "adapter_config.json").read_text())
-    cfg["r"] = 8
-    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    set_json_field(d / "adapter_config.json", "r", 8)
     rejected(d, "adapter_model.safetensors: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight "
                 "has rank 4 but adapter_config.json says r=8")
 
@@ -261,9 +259,7 @@ def test_lora_rank_disagrees_with_config(clone):
 ])
 def test_bad_adapter_config(clone, field, value, reason):
     d = clone("peft")
-    cfg = json.loads((d / "adapter_config.json").read_text())
-    cfg[field] = value
-    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    set_json_field(d / "adapter_config.json", field, value)
     rejected(d, f"adapter_config.json: {reason}")
 
 
