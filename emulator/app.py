@@ -1,6 +1,8 @@
 """create_app(settings): one FastAPI app with the control plane, the trainer gateway and admin routes.
 
 Building the app imports no torch: the gateway loads the trainer the first time a model is created.
+Each route is analysed by FastAPI on its first request (emulator/lazy_routes.py), so start-up stays
+close to a bare FastAPI app's.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from fastapi import FastAPI
 from emulator import __version__
 from emulator.admin.routes import router as admin_router
 from emulator.body_limit import BodyLimitMiddleware
-from emulator.controlplane.routes import router as controlplane_router
+from emulator.controlplane.routes import routers as controlplane_routers
 from emulator.faults import install as install_faults
 from emulator.gateway.routes import router as gateway_router
 from emulator.http_errors import install_error_handlers
+from emulator.lazy_routes import add_routes
 from emulator.openapi_doc import install_openapi
 from emulator.services import Services
 from emulator.settings import Settings
@@ -34,9 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Local emulator of the Fireworks fine-tuning checkpoint surface.")
     app.state.services = services
     install_error_handlers(app)
-    app.include_router(controlplane_router)
-    app.include_router(gateway_router)
-    app.include_router(admin_router)
+    add_routes(app, *controlplane_routers, gateway_router, admin_router)
     install_faults(app, services)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, control_plane_bytes=settings.max_control_plane_body_bytes,

@@ -31,6 +31,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help=argparse.SUPPRESS)
     p.add_argument("--fault-plan", metavar="FILE.json",
                    help="inject faults from this plan (docs/quirks.md); default env FWEMU_FAULT_PLAN")
+    p.add_argument("--fsync", action="store_true", default=None,
+                   help="fsync every checkpoint and commit so they survive power loss (default: atomic and "
+                        "safe if the emulator crashes, not fsynced; env FWEMU_FSYNC=1)")
+    p.add_argument("--no-path-import", dest="path_import", action="store_false",
+                   help="refuse checkpoints:import by local path (sourcePath); only tar streams are accepted")
     p.add_argument("--log-level", default="warning")
 
 
@@ -45,6 +50,10 @@ def settings_from_args(args: argparse.Namespace):
         kwargs["breaks"] = frozenset(args.breaks)
     if args.fault_plan:
         kwargs["fault_plan"] = args.fault_plan
+    if args.fsync:
+        kwargs["fsync"] = True
+    if not args.path_import:
+        kwargs["allow_path_import"] = False
     from emulator.faults.plan import load_plan
 
     load_plan(kwargs.get("fault_plan") or os.environ.get("FWEMU_FAULT_PLAN"))  # a bad plan is a usage error

@@ -28,7 +28,7 @@ class Services:
     def create(cls, settings: Settings) -> "Services":
         clock = Clock()
         store = Store(settings.data_dir, clock,
-                      mixed_precision_stamps="mixed-precision-timestamps" in settings.quirks)
+                      mixed_precision_stamps="mixed-precision-timestamps" in settings.quirks, fsync=settings.fsync)
         clock.offset_us = int(store.get_meta(CLOCK_OFFSET_KEY) or 0)  # time never runs backwards on a restart
         clock.not_before(store.latest_stamp())
         return cls(settings=settings, store=store, clock=clock)

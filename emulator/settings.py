@@ -65,6 +65,10 @@ class Settings:
     max_import_files: int = 10_000
     max_control_plane_body_bytes: int = 1 << 20
     max_gateway_body_bytes: int = 64 << 20
+    # fsync every published blob and commit SQLite with synchronous=FULL: survives power loss.
+    # Off by default: every write is still atomic and survives a crash (or SIGKILL) of the emulator.
+    fsync: bool = field(default_factory=lambda: os.environ.get("FWEMU_FSYNC", "") not in ("", "0"))
+    allow_path_import: bool = True           # checkpoints:import by sourcePath for a local same-user client
     quirks: frozenset[str] = field(default_factory=lambda: _split("FWEMU_QUIRKS"))
     breaks: frozenset[str] = field(default_factory=lambda: _split("FWEMU_BREAK"))
     quirk_operation_polls: int = 3

@@ -1,19 +1,28 @@
 """Put an existing checkpoint directory into a trainer job (an emulator admin route).
 
-The flat directory is streamed as a tar built on the fly, one file at a time, so a multi-GB
-checkpoint never sits in memory. The emulator classifies it from its bytes like any other row.
+When the emulator listens on a loopback address, the command first asks it to copy the directory
+itself (`{"sourcePath": ...}`): the server copies in the kernel, as `cp` does, once it has proven
+the caller is a local process of its own user. Anywhere else, or when the server refuses, the
+flat directory is streamed as a tar built on the fly, one file at a time, so a multi-GB
+checkpoint never sits in memory. Either way the emulator classifies it from its bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import logging
 import tarfile
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from client.commands._common import add_connection_args, control_plane, human_errors
-from client.control_plane import CheckpointRow
+from client.control_plane import CheckpointRow, ControlPlaneClient
+from client.errors import FwApiError
 from client.retry import NO_RETRY
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -58,7 +67,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="checkpoint name to list it under")
     parser.add_argument("--base-model", default=None,
                         help="create the job (COMPLETED) with this base model if it does not exist")
+    parser.add_argument("--stream", action="store_true",
+                        help="always stream a tar, even to an emulator on this host")
     add_connection_args(parser)
+
+
+def is_local_url(url: str) -> bool:
+    """True for http(s)://localhost or a loopback address: the server may share our file system."""
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def import_by_path(cp: ControlPlaneClient, url: str, params: dict, directory: Path) -> dict | None:
+    """Ask the server to copy `directory` itself; None when it will not (remote, other user, older server)."""
+    try:
+        return cp.http.post_json(url, {"sourcePath": str(directory.resolve())}, params=params,
+                                 retry=NO_RETRY, timeout_s=3600)
+    except FwApiError as exc:
+        tar_only = exc.status == 400 and "tar stream" in exc.message and "sourcePath" not in exc.message
+        if exc.reason == "PATH_IMPORT_UNAVAILABLE" or tar_only:
+            log.info("import by path refused (%s); streaming a tar instead", exc.message)
+            return None
+        raise
+
+
+def import_directory(cp: ControlPlaneClient, directory: Path, job: str, name: str,
+                     base_model: str | None = None, *, stream: bool = False) -> tuple[dict, str]:
+    """Import a flat checkpoint directory into `job` as `name`: by path when possible, else as a tar.
+
+    Returns the server's answer and how the bytes travelled: "copied by the server" or "streamed".
+    """
+    files = flat_files(directory)
+    url = f"/_emulator/v1/accounts/{cp.account_id()}/rlorTrainerJobs/{job}/checkpoints:import"
+    params = {"name": name, **({"baseModel": base_model} if base_model else {})}
+    if not stream and is_local_url(cp.base_url):
+        body = import_by_path(cp, url, params, directory)
+        if body is not None:
+            return body, "copied by the server"
+    return cp.http.post_json(url, params=params, content=tar_stream(files),
+                             headers={"Content-Type": "application/x-tar"}, retry=NO_RETRY,
+                             timeout_s=3600), "streamed"
 
 
 @human_errors
@@ -66,15 +119,10 @@ def run(args: argparse.Namespace) -> int:
     files = flat_files(Path(args.directory))
     total = sum(f.stat().st_size for f in files)
     with control_plane(args) as cp:
-        params = {"name": args.name}
-        if args.base_model:
-            params["baseModel"] = args.base_model
-        body = cp.http.post_json(
-            f"/_emulator/v1/accounts/{cp.account_id()}/rlorTrainerJobs/{args.job}/checkpoints:import",
-            params=params, content=tar_stream(files), headers={"Content-Type": "application/x-tar"},
-            retry=NO_RETRY, timeout_s=3600)
+        body, how = import_directory(cp, Path(args.directory), args.job, args.name, args.base_model,
+                                     stream=args.stream)
     row = CheckpointRow.from_wire(body.get("checkpoint") or {})
-    print(f"imported {len(files)} file(s), {total} bytes -> {row.name}  "
+    print(f"imported {len(files)} file(s), {total} bytes ({how}) -> {row.name}  "
           f"[{row.kind}, {'promotable' if row.promotable else 'not promotable'}]")
     return 0
 

@@ -11,9 +11,10 @@ from emulator.controlplane.checkpoint_views import checkpoint_json
 from emulator.controlplane.promotion import promote
 from emulator.controlplane.schemas import PromoteBody
 from emulator.errors import invalid_argument, unavailable
+from emulator.lazy_routes import LazyAPIRoute
 from emulator.services import Services, get_services
 
-router = APIRouter(tags=["control plane: checkpoints"])
+router = APIRouter(tags=["control plane: checkpoints"], route_class=LazyAPIRoute)
 
 
 @router.get("/v1/accounts/{account}/rlorTrainerJobs/{job_id}/checkpoints")

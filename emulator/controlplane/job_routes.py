@@ -12,10 +12,11 @@ from emulator.auth import caller_account, require_same_account
 from emulator.controlplane.access import JOB_ID_RE, load_job
 from emulator.controlplane.schemas import CreateJobBody
 from emulator.errors import already_exists, failed_precondition, invalid_argument
+from emulator.lazy_routes import LazyAPIRoute
 from emulator.services import Services, get_services
 from emulator.store import AlreadyExists
 
-router = APIRouter(tags=["control plane: accounts and trainer jobs"])
+router = APIRouter(tags=["control plane: accounts and trainer jobs"], route_class=LazyAPIRoute)
 
 
 @router.get("/v1/accounts")

@@ -7,9 +7,10 @@ from fastapi import APIRouter, Depends
 from emulator.auth import PUBLIC_ACCOUNT, caller_account, require_same_account
 from emulator.controlplane.promotion import operation_view
 from emulator.errors import not_found
+from emulator.lazy_routes import LazyAPIRoute
 from emulator.services import Services, get_services
 
-router = APIRouter(tags=["control plane: models and operations"])
+router = APIRouter(tags=["control plane: models and operations"], route_class=LazyAPIRoute)
 
 
 def base_model_record(model_id: str) -> dict:

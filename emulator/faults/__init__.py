@@ -21,10 +21,11 @@ __all__ = ["CRASH_EXIT_CODE", "FaultPlan", "PlanError", "Rule", "install", "load
 def install(app, services) -> FaultPlan:
     """Give the app its fault plan (from settings), the middleware, the routes and the store hook."""
     from emulator.faults.routes import router
+    from emulator.lazy_routes import add_routes
 
     plan = load_plan(services.settings.fault_plan)
     app.state.fault_plan = plan
     services.store.before_commit = commit_hook(plan)
     app.add_middleware(FaultMiddleware, plan=plan, services=services)
-    app.include_router(router)
+    add_routes(app, router)
     return plan

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from emulator.auth import caller_account
 from emulator.errors import invalid_argument
 from emulator.faults.plan import ACTIONS, MAX_DELAY_S, MAX_RULES, STAGES, FaultPlan, PlanError
+from emulator.lazy_routes import LazyAPIRoute
 
-router = APIRouter(prefix="/_emulator/v1", tags=["emulator admin: faults"])
+router = APIRouter(prefix="/_emulator/v1", tags=["emulator admin: faults"], route_class=LazyAPIRoute)
 
 
 class RuleBody(BaseModel):

@@ -26,11 +26,12 @@ from emulator.gateway.futures import Owner
 from emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState, runtime_of
 from emulator.gateway.sequencer import Work
 from emulator.inspect import Kind
+from emulator.lazy_routes import LazyAPIRoute
 from emulator.services import Services, get_services
 from emulator.store import Job
 
 PREFIX = "/training/v1/rlorTrainerJobs/{account}/{job_id}/api/v1"
-router = APIRouter(prefix=PREFIX, tags=["trainer gateway"])
+router = APIRouter(prefix=PREFIX, tags=["trainer gateway"], route_class=LazyAPIRoute)
 
 CLIENT_CONFIG = {
     "use_pyqwest_transport": False,     # plain httpx: no extra transport needed for tml- keys

@@ -1,8 +1,10 @@
-"""Crash-safe directory commits: write in staging, fsync, rename, then record metadata.
+"""Crash-safe directory commits: write in staging, (optionally) fsync, rename, then record metadata.
 
 A reader never sees a half-written checkpoint: the final directory appears in one rename, and
 the metadata row that makes it visible is committed after it. A crash in between leaves an
-orphan directory with no row; `sweep_orphans` removes it at the next start.
+orphan directory with no row; `sweep_orphans` removes it at the next start. A crash of the
+emulator process loses nothing either way (written data is in the kernel's page cache); the
+fsync (Settings.fsync, `fwemu serve --fsync`) is what makes a commit survive power loss.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(d)
 
 
-def publish_dir(staging: Path, final: Path) -> None:
+def publish_dir(staging: Path, final: Path, *, fsync: bool = True) -> None:
     """Move a fully written staging directory to its final place in one rename."""
-    fsync_tree(staging)
+    if fsync:
+        fsync_tree(staging)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(staging, final)
-    fsync_dir(final.parent)
+    if fsync:
+        fsync_dir(final.parent)
 
 
 def remove_tree(path: Path) -> None:

@@ -122,8 +122,10 @@ def decode_page_token(token: str) -> tuple[int, str]:
 
 
 class Store:
-    def __init__(self, data_dir: Path | None, clock: Clock | None = None, *, mixed_precision_stamps: bool = False):
+    def __init__(self, data_dir: Path | None, clock: Clock | None = None, *, mixed_precision_stamps: bool = False,
+                 fsync: bool = False):
         self.clock = clock or Clock()
+        self.fsync = fsync  # False: atomic and crash-safe, but not power-loss durable (see store/atomic.py)
         self.mixed_precision_stamps = mixed_precision_stamps  # quirk: every other row on a whole second
         self._stamps = 0
         self._lock = threading.RLock()
@@ -147,7 +149,8 @@ class Store:
         self.db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         if db_path != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL loses nothing when the process dies; FULL also survives power loss
+            self.db.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.recover()
 
@@ -271,7 +274,7 @@ class Store:
             if verdict.kind is None and require_valid:
                 raise Rejected(verdict)
             final = self.checkpoint_dir(account, job_id, name)
-            publish_dir(staging, final)
+            publish_dir(staging, final, fsync=self.fsync)
             try:
                 if self.before_commit:
                     self.before_commit("checkpoint", account, job_id)
@@ -415,7 +418,7 @@ class Store:
         try:
             link_or_copy_tree(source, staging)
             final = self.models_dir / account / model_id
-            publish_dir(staging, final)
+            publish_dir(staging, final, fsync=self.fsync)
             try:
                 if self.before_commit:
                     self.before_commit("model", account, model_id)

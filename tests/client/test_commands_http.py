@@ -94,15 +94,18 @@ def test_promote_without_promotable_rows_names_the_kinds(http_emulator, tmp_path
     assert f"job {job_id} has no promotable checkpoint (kinds seen: TRAINING_LORA x1)" in err
 
 
-def test_import_streams_a_checkpoint_directory(http_emulator, trained_job, tmp_path, capsys):
+@pytest.mark.parametrize("flags, how", [([], "copied by the server"), (["--stream"], "streamed")])
+def test_import_puts_a_checkpoint_directory_into_a_job(http_emulator, trained_job, tmp_path, capsys, flags, how):
+    """To an emulator on loopback the server copies the directory itself; --stream sends a tar."""
     source = http_emulator.store.checkpoint_dir(ACCOUNT, trained_job["job_id"], trained_job["final_sampler_checkpoint"])
     copy = shutil.copytree(source, tmp_path / "adapter")
-    argv = [str(copy), "--job", "imported-job", "--name", "my-adapter", "--base-model", BASE_MODEL]
+    name = f"my-adapter-{'tar' if flags else 'path'}"
+    argv = [str(copy), "--job", "imported-job", "--name", name, "--base-model", BASE_MODEL, *flags]
     assert run_cmd("import_cmd", argv + conn(http_emulator)) == 0
     out = capsys.readouterr().out
-    assert f"-> accounts/{ACCOUNT}/rlorTrainerJobs/imported-job/checkpoints/my-adapter" in out
+    assert f"({how}) -> accounts/{ACCOUNT}/rlorTrainerJobs/imported-job/checkpoints/{name}" in out
     assert "[INFERENCE_LORA, promotable]" in out
-    assert http_emulator.checkpoint_files("imported-job", "my-adapter") == {p.name: p.read_bytes() for p in copy.iterdir()}
+    assert http_emulator.checkpoint_files("imported-job", name) == {p.name: p.read_bytes() for p in copy.iterdir()}
 
 
 def test_import_refusal_carries_the_inspectors_reason(http_emulator, tmp_path, capsys):

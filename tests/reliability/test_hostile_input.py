@@ -187,13 +187,16 @@ def test_invalid_utf8_in_names_and_paths(sample_tars):
         assert store_of(cp).counts()["jobs"] == 1
 
 
-def test_wrong_content_type_is_refused_before_reading(sample_tars):
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "text/plain", "multipart/form-data"])
+def test_wrong_content_type_is_refused_before_reading(sample_tars, content_type):
+    """Only a tar stream or a JSON sourcePath (tests/reliability/test_path_import.py) is an import body."""
     with in_process() as cp:
         create_job(cp, "ct")
         r = cp.post(f"/_emulator/v1/accounts/{ACCT_A}/rlorTrainerJobs/ct/checkpoints:import",
                     params={"name": "x"}, content=sample_tars["INFERENCE_BASE"],
-                    headers={"Content-Type": "application/json"})
-        assert "tar" in envelope(r, 400, "INVALID_ARGUMENT")
+                    headers={"Content-Type": content_type})
+        message = envelope(r, 400, "INVALID_ARGUMENT")
+        assert "tar stream" in message and "sourcePath" in message
         nothing_written(store_of(cp))
 
 
