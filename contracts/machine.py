@@ -16,18 +16,23 @@ every step. A failure shrinks to a short program Hypothesis prints, e.g.
 Rules whose capability the target or driver lacks are disabled by a precondition (restart and
 clock need the in-process emulator; rewriting bytes needs the blob dir; TrainingCheckpoints,
 crashes and wire faults need our client); the report lists what was not exercised and why.
+
+Every rule is decorated with `@counted` (under `@rule`/`@initialize`; `@counted_check` under
+`@invariant`): `STEPS` counts each execution and the seconds spent in it, for the report's step
+count and `bench/contract_speed.py`. A new rule needs it too (tests/bench checks).
 """
 
 from __future__ import annotations
 
-import time
-
+import functools
 import logging
 import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,6 +55,53 @@ log = logging.getLogger(__name__)
 MAX_JOBS = 5
 BAD_MODEL_IDS = ["", "UPPER", "has_underscore", "dot.id", "space id", "a" * 64, "trailing-newline\n",
                  "ünïcode", "slash/id", "x" * 63 + "\n", "tab\tid"]
+
+
+@dataclass
+class StepTally:
+    """Every rule the machine executes (initialize rules included) and every invariant check, with the
+    seconds spent inside each: always on, two `perf_counter` calls per step. Focused properties call
+    rules directly and are counted too; `contracts.runner` resets the tally per component and puts the
+    state machine's counts on the Report (`steps`, `rule_counts`, `rule_seconds`)."""
+
+    rules: Counter = field(default_factory=Counter)          # rule name -> executions
+    rule_seconds: Counter = field(default_factory=Counter)   # rule name -> seconds inside the rule
+    checks: Counter = field(default_factory=Counter)         # invariant name -> executions
+    check_seconds: Counter = field(default_factory=Counter)  # invariant name -> seconds inside it
+
+    @property
+    def steps(self) -> int:
+        return sum(self.rules.values())
+
+    def reset(self) -> "StepTally":
+        for c in (self.rules, self.rule_seconds, self.checks, self.check_seconds):
+            c.clear()
+        return self
+
+
+STEPS = StepTally()
+
+
+def _timed(counts: Counter, seconds: Counter) -> Callable[[Callable], Callable]:
+    def decorate(fn: Callable) -> Callable:
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            counts[name] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - t0
+        wrapper.fwemu_counted = True
+        return wrapper
+    return decorate
+
+
+# Apply under @rule / @initialize (`counted`) and @invariant (`counted_check`), right above the def.
+counted = _timed(STEPS.rules, STEPS.rule_seconds)
+counted_check = _timed(STEPS.checks, STEPS.check_seconds)
 
 
 @dataclass
@@ -299,20 +351,24 @@ class ContractMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ jobs
     @initialize(target=jobs)
+    @counted
     def first_full_job(self):
         """Every program starts with a full-parameter job and a LoRA job: the rules differ for them."""
         return self._new_job(lora=False)
 
     @initialize(target=jobs)
+    @counted
     def first_lora_job(self):
         return self._new_job(lora=True)
 
     @precondition(lambda self: len(self.world.jobs) < MAX_JOBS)
     @rule(target=jobs, lora=st.booleans())
+    @counted
     def create_job(self, lora):
         return self._new_job(lora)
 
     @rule(job=jobs, steps=st.integers(1, 3), size=st.integers(1, 2))
+    @counted
     def train(self, job, steps, size):
         """`steps` optimizer steps of `size` examples each; every step's weights are checked against
         any earlier visit of the same lineage (R2)."""
@@ -323,6 +379,7 @@ class ContractMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ saves
     @precondition(lambda self: CHECKPOINTS in self.driver.caps)
     @rule(job=jobs, resumable=st.booleans(), promotable=st.booleans())
+    @counted
     def save(self, job, resumable, promotable):
         """TrainingCheckpoints.save(step-N, ...): the cookbook's save, with its reuse rules."""
         self._live(job)
@@ -413,6 +470,7 @@ class ContractMachine(RuleBasedStateMachine):
         R6.require(len(entries) <= 20, f"{path} holds {len(entries)} entries; it keeps the newest 20")
 
     @rule(job=jobs)
+    @counted
     def save_state(self, job):
         """A bare DCP save with no dataloader.json entry (a run that stops between save and bookkeeping)."""
         self._live(job)
@@ -435,6 +493,7 @@ class ContractMachine(RuleBasedStateMachine):
                                          data_consumed=job.data_consumed, lineage=job.lineage, probe=probe))
 
     @rule(job=jobs, checkpoint_type=st.sampled_from([None, "base", "delta", "merged_base"]))
+    @counted
     def sampler_save(self, job, checkpoint_type):
         """save_weights_for_sampler; None leaves the type to the weight-sync chain (K4)."""
         self._live(job)
@@ -464,6 +523,7 @@ class ContractMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ interruptions
     @precondition(lambda self: CRASH in self.driver.caps)
     @rule(job=jobs, extra_steps=st.integers(1, 2))
+    @counted
     def crash_and_resume(self, job, extra_steps):
         """Train a little past the last save, drop the client without closing it, start again with
         the same log_path: resume must restore the newest resumable state (R1) and replaying the lost
@@ -477,6 +537,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: CRASH not in self.driver.caps)
     @rule(job=jobs, extra_steps=st.integers(1, 2))
+    @counted
     def reconnect_and_load(self, job, extra_steps):
         """SDK driver: close the training client, open a new one, load the newest resumable row."""
         self._live(job)
@@ -488,6 +549,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: CHECKPOINTS in self.driver.caps and len(self.world.jobs) < MAX_JOBS)
     @rule(target=jobs, src=jobs, pick=st.integers(0, 20))
+    @counted
     def init_from_other_job(self, src, pick):
         """A new job started with init_from_checkpoint="src:name" (R4)."""
         rows = [r for r in src.certain_rows() if r.resumable]
@@ -518,6 +580,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: CHECKPOINTS in self.driver.caps)
     @rule(job=jobs)
+    @counted
     def corrupt_dataloader_json(self, job):
         """Garbage in dataloader.json: the next resume starts its bookkeeping fresh, with a warning (R6)."""
         path = Path(job.log_path) / "dataloader.json"
@@ -594,6 +657,7 @@ class ContractMachine(RuleBasedStateMachine):
         self.world.models[model_id] = ModelRecord(model_id, job.job_id, row.name, row.kind, fetched)
 
     @rule(pick=st.integers(0, 100))
+    @counted
     def promote_any_row(self, pick):
         """Promote any row, promotable or not (K3), including rows of deleted jobs (L3)."""
         rows = self._promote_candidates(include_purged=True)
@@ -620,6 +684,7 @@ class ContractMachine(RuleBasedStateMachine):
             K3.require(got == 404, f"refused promote of {row.name} still created model {model_id} (GET: {got})")
 
     @rule(pick=st.integers(0, 100))
+    @counted
     def promote_with_driver(self, pick):
         """Promote a promotable row through the client under test (its wire, its response handling)."""
         rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
@@ -634,6 +699,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: CHECKPOINTS in self.driver.caps)
     @rule(job=jobs)
+    @counted
     def promote_latest(self, job):
         """TrainingCheckpoints.promote_latest: the newest promotable row, or a clear refusal (R7)."""
         want = self.world.newest_promotable(job)
@@ -661,6 +727,7 @@ class ContractMachine(RuleBasedStateMachine):
         self._accept_model(model_id, job, want, dict(model.raw))
 
     @rule(pick=st.integers(0, 100), bad_id=st.sampled_from(BAD_MODEL_IDS))
+    @counted
     def promote_to_invalid_id(self, pick, bad_id):
         """An output model id outside ^[a-z0-9-]{1,63}$ is refused and nothing is written (K6)."""
         rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
@@ -676,6 +743,7 @@ class ContractMachine(RuleBasedStateMachine):
         K6.require(after == before, f"a refused promote to {bad_id!r} still changed the models: {sorted(after - before)}")
 
     @rule(pick=st.integers(0, 100), which=st.integers(0, 100))
+    @counted
     def promote_to_existing_id(self, pick, which):
         """Promoting onto an existing model id is refused; the existing model is untouched (K6)."""
         rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
@@ -696,6 +764,7 @@ class ContractMachine(RuleBasedStateMachine):
                        f"a refused promote onto {existing} changed its files")
 
     @rule(pick=st.integers(0, 100), racers=st.integers(2, 4))
+    @counted
     def promote_race(self, pick, racers):
         """Concurrent promotes to one new id: exactly one wins, the others are refused (K6)."""
         rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
@@ -731,6 +800,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ deletion, retention, restart
     @rule(job=consumes(jobs))
+    @counted
     def delete_job(self, job):
         """Delete the job: its rows stay listable and promotable for the retention window (L3)."""
         self._drop_client(job, crash=False)
@@ -739,6 +809,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has(CLOCK) and any(j.deleted and not j.purged for j in self.world.jobs))
     @rule()
+    @counted
     def expire_deleted_jobs(self):
         """Move the clock past the retention window: deleted jobs' rows answer NOT_FOUND (L3)."""
         self.target.advance_clock(self.target.retention_s + 3600, self.account.api_key)
@@ -748,6 +819,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has(RESTART))
     @rule()
+    @counted
     def restart_emulator(self):
         """Stop and start the emulator on the same data dir: rows survive (L2), trainers do not."""
         for j in self.world.jobs:
@@ -758,6 +830,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has(REWRITE))
     @rule(pick=st.integers(0, 100), donor=st.integers(0, 100))
+    @counted
     def rewrite_row_bytes(self, pick, donor):
         """A writer that lies: the bytes under a sampler row are replaced with another row's bytes of
         another kind. The listing must follow the bytes, never the writer's label (K1)."""
@@ -789,6 +862,7 @@ class ContractMachine(RuleBasedStateMachine):
     @precondition(lambda self: FAULTS in self.driver.caps)
     @rule(job=jobs, op=st.sampled_from(sorted(_FAULT_OPS)), kind=st.sampled_from(FAULT_KINDS),
           which=st.integers(0, 3))
+    @counted
     def wire_fault(self, job, op, kind, which):
         """One call of the op fails on the wire (503, delay, dropped before sending, or dropped after the
         server answered). A retrying client must still succeed when the server never saw the call; in
@@ -903,6 +977,7 @@ class ContractMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.has(FAULT_API) and self.config.fault_api and FAULTS in self.driver.caps)
     @rule(job=jobs, operation=st.sampled_from(["save_weights", "save_weights_for_sampler", "forward_backward",
                                                "optim_step", "list_checkpoints"]))
+    @counted
     def server_fault_after_work(self, job, operation):
         """The server does the work, then answers 503 (fault API, stage "after"): the retry must not
         do it twice (a second DCP, a second optimizer step) and the client must end up right (F1)."""
@@ -920,6 +995,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.has(FAULT_API) and self.config.fault_api and FAULTS in self.driver.caps)
     @rule(job=jobs)
+    @counted
     def preempt_trainer(self, job):
         """The trainer's machine is taken away mid-run (fault API "preempt"): the job fails, the live
         client errors; :resume, reconnect and resume must restore the last resumable state (F1, R1)."""
@@ -944,6 +1020,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ invariants
     @invariant()
+    @counted_check
     def check_server_state(self):
         """K1 K2 K4 L1 L2 L3 on every job this example made, and K5 on every model it promoted."""
         for job in self.world.jobs:

@@ -47,6 +47,7 @@ class ComponentRun:
     examples: int
     seconds: float
     outcome: str                # "passed" | "failed: <id>" | "error" | "skipped: <why>"
+    steps: int = 0              # machine rules executed (a property's direct rule calls count too)
 
 
 @dataclass
@@ -60,6 +61,21 @@ class Report:
     components: list[ComponentRun] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # The state machine component's executed rules (initialize rules included), from contracts.machine.STEPS
+    steps: int = 0
+    rule_counts: dict[str, int] = field(default_factory=dict)
+    rule_seconds: dict[str, float] = field(default_factory=dict)     # seconds inside each rule
+    invariant_checks: int = 0
+    invariant_seconds: float = 0.0
+
+    @property
+    def machine_run(self) -> ComponentRun | None:
+        return next((c for c in self.components if c.name == "state machine"), None)
+
+    @property
+    def steps_per_second(self) -> float | None:
+        m = self.machine_run
+        return self.steps / m.seconds if m is not None and m.seconds > 0 else None
 
     @property
     def failed_ids(self) -> set[str]:
@@ -80,6 +96,10 @@ class Report:
             lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        m = self.machine_run
+        if m is not None and self.steps:
+            lines.append(f"state machine: {self.steps} steps in {m.examples} examples, {m.seconds:.1f}s "
+                         f"({self.steps_per_second:.1f} steps/s)")
         for r in self.results.values():
             if r.status == "FAIL":
                 lines.append(f"\n{r.id} failed ({r.found_by}): {r.message}")
@@ -191,7 +211,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
     from hypothesis import seed as hseed
     from hypothesis.reporting import with_reporter
 
-    from contracts.machine import MachineConfig, make_machine
+    from contracts.machine import STEPS, MachineConfig, make_machine
     from contracts.properties import PROPERTIES, PropertyContext
 
     prof = PROFILES[profile]
@@ -261,6 +281,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
                 progress(f"running {name} ({n} examples)...")
             t0 = time.monotonic()
             before = tally.example
+            STEPS.reset()
             capture = _Capture()
             outcome = "passed"
             try:
@@ -279,7 +300,13 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
                     report.errors.append(f"in {name}: {type(exc).__name__}: {exc}\n{capture.text}\n"
                                          + "".join(traceback.format_exception(exc))[-3000:])
             report.components.append(ComponentRun(name, targets, tally.example - before,
-                                                  time.monotonic() - t0, outcome))
+                                                  time.monotonic() - t0, outcome, STEPS.steps))
+            if name == "state machine":
+                report.steps = STEPS.steps
+                report.rule_counts = dict(STEPS.rules.most_common())
+                report.rule_seconds = {k: round(v, 6) for k, v in STEPS.rule_seconds.most_common()}
+                report.invariant_checks = sum(STEPS.checks.values())
+                report.invariant_seconds = round(sum(STEPS.check_seconds.values()), 6)
     finally:
         for v in variants.values():
             v.close()

@@ -5,10 +5,11 @@ the blob store, rewriting a blob) is switched off by a precondition where the ta
 and the report says so instead of counting it as passed:
 
 * `InProcessTarget` (default): `create_app(Settings(data_dir=tmp, startup_delay_s=0, breaks=...))`
-  served by uvicorn on a loopback socket in a thread (`running_server`'s ServerThread). Measured
-  with the tiny model, that is 3-4x faster per call than `httpx.ASGITransport` through our
-  client's sync bridge (1.6 ms vs 5.5 ms a listing, 4 ms vs 15 ms a trainer future), and the
-  fireworks-ai SDK driver needs a socket anyway; `transport="asgi"` remains for socket-less use.
+  served by uvicorn on a loopback socket in a thread (`running_server`'s ServerThread): the
+  transport users have, and the fireworks-ai SDK driver needs a socket anyway. A single call is
+  a little faster than `httpx.ASGITransport` through our client's sync bridge (a job listing:
+  0.66 vs 0.91 ms), yet a whole ci run measured faster over ASGI, where examples and restarts
+  start no server (`python bench/contract_speed.py` runs both); `transport="asgi"` stays available.
   It can restart (rebuild the app on the same data_dir), move the clock, read and rewrite
   blobs, use the fault API, and mint a fresh account per test.
 * `UrlTarget`: a running `fwemu serve`. Admin routes (clock) are used when it answers

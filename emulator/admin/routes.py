@@ -140,7 +140,9 @@ async def _source_path(request: Request, services: Services) -> Path:
     if not services.settings.allow_path_import:
         raise ApiError("PERMISSION_DENIED", "this emulator was started with --no-path-import; stream the "
                        "directory as a tar (Content-Type: application/x-tar)", reason=PATH_IMPORT_UNAVAILABLE)
-    uid = peer_uid(request.client and tuple(request.client), request.scope.get("server"))
+    # reads /proc/net/tcp{,6}: off the event loop, like every other file read of a request
+    uid = await anyio.to_thread.run_sync(peer_uid, request.client and tuple(request.client),
+                                         request.scope.get("server"))
     if uid is None or uid not in (os.geteuid(), 0):
         who = "a client that is not on this host (or not over a loopback socket)" if uid is None else f"uid {uid}"
         raise ApiError("PERMISSION_DENIED", f"import by local path is refused for {who}: the server only reads "
@@ -175,7 +177,8 @@ def _copy_local(store, account, job_id, name, settings, source: Path) -> int:
     return len(names)
 
 
-IMPORT_BATCH = 1 << 20  # hand the worker thread ~1 MiB at a time: few thread hops, cache-sized writes
+IMPORT_BATCH = 1 << 20  # hand the worker thread ~1 MiB of body chunks at a time: few thread hops;
+# each chunk is written as it arrived (joining them first cost 2.7x the CPU in a 256 MiB test)
 
 
 def _feed_all(extractor: TarExtractor, chunks: list[bytes]) -> None:

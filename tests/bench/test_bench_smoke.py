@@ -62,12 +62,18 @@ def test_script_tiny_json(name):
     r = result["results"]
     if name == "import_throughput":
         (row,) = r["sizes"]
-        for m in ("cp", "cp_sync", "copyfile", "http"):
+        for m in ("cp", "cp_sync", "path", "path_fsync", "http"):
             assert row[f"{m}_s"] > 0 and row[f"{m}_mib_s"] > 0
         assert row["server_peak_rss_mib"] >= row["server_idle_rss_mib"] > 0
     elif name == "controlplane_latency":
         assert set(r["rows"]) == {"3", "7"} and r["rows"]["7"]["rows_listed"] == 7
         assert r["promotion"] and all(v["errors"] == 0 for v in r["load"].values())
+    elif name == "contract_speed":
+        assert set(r["runs"]) == {"socket", "url"} and r["model_size"]
+        for run in r["runs"].values():
+            assert run["ok"] and run["machine_examples"] == 1 and run["steps"] == sum(
+                v["count"] for v in run["rules"].values()) > 0
+            assert run["steps_per_s"] > 0 and run["examples_per_s"] > 0 and run["wall_s"] > 0
     else:
         assert r["subprocess"]["floor"]["wall_s"] > 0 and r["subprocess"]["serve_in_memory"]["wall_s"] > 0
         assert set(r["audit"]["heavy"]) >= {"torch", "numpy"}

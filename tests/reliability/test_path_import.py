@@ -191,17 +191,37 @@ def test_rejected_is_raised_before_any_copy(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- local_peer, against real sockets and tables
-def test_peer_uid_finds_the_owner_of_a_real_loopback_connection():
+def _connected(family: int, listen_host: str, connect_host: str, **kw):
     import socket
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
+    listener = socket.create_server((listen_host, 0), family=family, **kw)
+    client = socket.create_connection((connect_host, listener.getsockname()[1]))
     accepted, peer = listener.accept()
+    return listener, client, accepted, peer[:2], accepted.getsockname()[:2]
+
+
+@pytest.mark.parametrize("netlink", [True, False], ids=["sock_diag", "proc-scan"])
+@pytest.mark.parametrize("family, listen, connect, kw", [
+    ("AF_INET", "127.0.0.1", "127.0.0.1", {}),
+    ("AF_INET6", "::1", "::1", {}),
+    ("AF_INET6", "::", "127.0.0.1", {"dualstack_ipv6": True}),       # a v4 client seen through a v6 server
+], ids=["v4", "v6", "dual-stack"])
+def test_peer_uid_finds_the_owner_of_a_real_loopback_connection(netlink, family, listen, connect, kw):
+    import socket
+
+    if family == "AF_INET6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
     try:
-        assert local_peer.peer_uid(peer, listener.getsockname()) == os.geteuid()
-        assert local_peer.peer_uid(("127.0.0.1", 1), listener.getsockname()) is None      # no such socket
-        assert local_peer.peer_uid(("10.1.2.3", peer[1]), listener.getsockname()) is None  # not loopback
-        assert local_peer.peer_uid(None, listener.getsockname()) is None
+        listener, client, accepted, peer, server = _connected(getattr(socket, family), listen, connect, **kw)
+    except OSError as exc:
+        pytest.skip(f"cannot open this kind of loopback connection here: {exc}")
+    try:
+        assert local_peer.peer_uid(peer, server, netlink=netlink) == os.geteuid()
+        assert local_peer.peer_uid((peer[0], 1), server, netlink=netlink) is None           # no such socket
+        assert local_peer.peer_uid(("10.1.2.3", peer[1]), server, netlink=netlink) is None  # not loopback
+        assert local_peer.peer_uid(None, server, netlink=netlink) is None
+        client.close()                                   # the caller hung up: nothing to prove any more
+        assert local_peer.peer_uid(peer, server, netlink=netlink) is None
     finally:
         for s in (client, accepted, listener):
             s.close()
@@ -220,11 +240,11 @@ def test_peer_uid_reads_ipv4_and_mapped_ipv6_table_rows(tmp_path):
                     "00000000:00000000 00:00000000 00000000  1004 0 4\n")
     tables = (v4, v6)
     server = ("127.0.0.1", 0x1F90)
-    assert local_peer.peer_uid(("127.0.0.1", 0x9C40), server, tables) is None           # not ESTABLISHED
-    assert local_peer.peer_uid(("127.0.0.1", 0x9C41), server, tables) == 1002
-    assert local_peer.peer_uid(("::ffff:127.0.0.1", 0x9C42), server, tables) == 1003
-    assert local_peer.peer_uid(("::1", 0x9C43), ("::1", 0x1F90), tables) == 1004
-    assert local_peer.peer_uid(("127.0.0.1", 0x9C41), server, (tmp_path / "absent",)) is None
+    assert local_peer.peer_uid(("127.0.0.1", 0x9C40), server, tables, netlink=False) is None           # not ESTABLISHED
+    assert local_peer.peer_uid(("127.0.0.1", 0x9C41), server, tables, netlink=False) == 1002
+    assert local_peer.peer_uid(("::ffff:127.0.0.1", 0x9C42), server, tables, netlink=False) == 1003
+    assert local_peer.peer_uid(("::1", 0x9C43), ("::1", 0x1F90), tables, netlink=False) == 1004
+    assert local_peer.peer_uid(("127.0.0.1", 0x9C41), server, (tmp_path / "absent",), netlink=False) is None
 
 
 def test_concurrent_path_imports_of_one_name_have_one_winner(base_dir):
