@@ -8,6 +8,7 @@ FIREWORKS_API_KEY (else the dev key fw-local-dev) maps to account `local`.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -62,16 +63,26 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from emulator.app import create_app
-
+    # Start-up allocates only what lives as long as the process (modules, classes, routes, the
+    # store), so collecting garbage meanwhile is wasted work: ~15 ms of young collections and,
+    # once the heap is big enough, a ~25 ms full one scanning every module. The collector is off
+    # until the app is built; then everything so far is frozen out of its sight, so later
+    # collections only scan what requests allocate. (`fwemu serve` owns its process.)
+    gc.disable()
     try:
-        settings = settings_from_args(args)
-    except ValueError as exc:
-        print(f"fwemu serve: {exc}", file=sys.stderr)
-        return 2
-    app = create_app(settings)
+        import uvicorn
+
+        from emulator.app import create_app
+
+        try:
+            settings = settings_from_args(args)
+        except ValueError as exc:
+            print(f"fwemu serve: {exc}", file=sys.stderr)
+            return 2
+        app = create_app(settings)
+    finally:
+        gc.freeze()
+        gc.enable()
     where = "in memory" if settings.data_dir is None else f"data dir {settings.data_dir}"
     print(f"fwemu serving on http://{args.host}:{args.port} ({where}; accounts: "
           f"{', '.join(sorted(set(settings.api_keys.values())))})", file=sys.stderr, flush=True)

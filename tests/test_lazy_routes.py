@@ -99,3 +99,28 @@ def test_fwemu_serve_imports_leave_pydantic_v1_and_route_analysis_for_later():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_serve_builds_the_app_with_the_collector_off_then_freezes_it(monkeypatch):
+    """`fwemu serve` hands uvicorn an app built without collections, all of it frozen, collector back on."""
+    import argparse
+    import gc
+
+    import uvicorn
+
+    from emulator import serve
+
+    seen = {}
+
+    def fake_run(app, **kwargs):
+        seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count(), app=app, port=kwargs["port"])
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    parser = argparse.ArgumentParser()
+    serve.configure(parser)
+    try:
+        assert serve.run(parser.parse_args(["--in-memory", "--port", "1"])) == 0
+    finally:
+        gc.unfreeze()                                   # give this test process its collector back as it was
+    assert seen["enabled"] is True and seen["frozen"] > 10_000 and seen["port"] == 1
+    assert any(getattr(r, "path", None) == "/_emulator/health" for r in seen["app"].routes)

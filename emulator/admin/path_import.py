@@ -19,7 +19,8 @@ import os
 import stat
 from pathlib import Path
 
-from emulator.inspect import Verdict, inspect_checkpoint
+import emulator.inspect as inspector
+from emulator.inspect import Verdict
 from emulator.store.tar_stream import TarRejected, safe_member_name
 
 COPY_CHUNK = 1 << 30  # one copy_file_range call moves up to this much; the kernel may move less
@@ -71,7 +72,7 @@ def preflight(source: Path, *, max_bytes: int, max_files: int) -> tuple[list[str
         os.close(dir_fd)
     if not names:
         raise PathImportRefused(f"{source}: is empty")
-    return sorted(names), total, inspect_checkpoint(source)
+    return sorted(names), total, inspector.inspect_checkpoint(source)
 
 
 def copy_files(source: Path, names: list[str], dest: Path) -> int:

@@ -10,7 +10,17 @@ docs/internals.md. Modules: kinds (Kind, Verdict), names (file vocabulary and ca
 classify (the decision order), examples (writes example checkpoints; imports torch lazily), cli.
 """
 
-from .classify import fingerprint, inspect_checkpoint
 from .kinds import Kind, Verdict
 
 __all__ = ["Kind", "Verdict", "inspect_checkpoint", "fingerprint"]
+
+
+def __getattr__(name: str):
+    """inspect_checkpoint and fingerprint load the readers (~5 ms) on first use, not at `fwemu serve`
+    start-up: the server needs only Kind until the first checkpoint is written or listed."""
+    if name in ("inspect_checkpoint", "fingerprint"):
+        from . import classify
+
+        globals().update(inspect_checkpoint=classify.inspect_checkpoint, fingerprint=classify.fingerprint)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from emulator.inspect import Kind, Verdict, fingerprint, inspect_checkpoint
+import emulator.inspect as inspector  # inspector.inspect_checkpoint / .fingerprint load on first use
+from emulator.inspect import Kind, Verdict
 from emulator.store.atomic import link_or_copy_tree, publish_dir, remove_tree
 from emulator.store.clock import Clock
 
@@ -270,7 +271,7 @@ class Store:
         staging = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.staging))
         try:
             yield staging
-            verdict = inspect_checkpoint(staging)
+            verdict = inspector.inspect_checkpoint(staging)
             if verdict.kind is None and require_valid:
                 raise Rejected(verdict)
             final = self.checkpoint_dir(account, job_id, name)
@@ -290,7 +291,7 @@ class Store:
                 self._reserved.discard(key)
 
     def _record_checkpoint(self, account, job_id, name, final: Path, verdict: Verdict, claimed) -> None:
-        fp = fingerprint(final)
+        fp = inspector.fingerprint(final)
         with self._tx() as db:  # stamp inside the write lock: createTime order == commit order (L1)
             self._stamps += 1
             if self.mixed_precision_stamps and self._stamps % 2 == 0:
@@ -315,12 +316,12 @@ class Store:
         row = self._row(r)
         path = self.checkpoint_dir(row.account, row.job_id, row.name)
         try:
-            fp = fingerprint(path)
+            fp = inspector.fingerprint(path)
         except OSError:
             fp = None
         if fp == r[5]:
             return row, None
-        verdict = inspect_checkpoint(path) if fp else None
+        verdict = inspector.inspect_checkpoint(path) if fp else None
         kind = verdict.kind.value if verdict and verdict.kind else None
         reason = verdict.reason if verdict else f"{row.name}: directory is missing"
         details = verdict.details if verdict else {}
