@@ -56,7 +56,7 @@ def preflight(source: Path, *, max_bytes: int, max_files: int) -> tuple[list[str
                 try:
                     name = safe_member_name(entry.name)
                 except TarRejected as exc:
-                    raise PathImportRefused(f"{source}/{exc}") from None
+                    raise PathImportRefused(f"{source}: {exc}") from None
                 if not entry.is_file(follow_symlinks=False):
                     kind = "a symbolic link" if entry.is_symlink() else (
                         "a directory" if entry.is_dir(follow_symlinks=False) else "not a regular file")
