@@ -611,6 +611,11 @@ class ContractMachine(RuleBasedStateMachine):
         jobs = [j for j in self.world.jobs if include_purged or not j.purged]
         return [(j, r) for j in jobs for r in j.certain_rows()]
 
+    def _pick_promotable(self, pick: int):
+        """(job, row) of the promotable candidate `pick` selects, or None when there is none."""
+        rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
+        return rows[pick % len(rows)] if rows else None
+
     def _check_model_files(self, model_id: str, job: JobModel, row: RowModel) -> None:
         """K5: the model's files are the checkpoint's, and the project's own reader accepts them."""
         if not self.has(BLOBS):
@@ -687,10 +692,10 @@ class ContractMachine(RuleBasedStateMachine):
     @counted
     def promote_with_driver(self, pick):
         """Promote a promotable row through the client under test (its wire, its response handling)."""
-        rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
-        if not rows:
+        picked = self._pick_promotable(pick)
+        if picked is None:
             return
-        job, row = rows[pick % len(rows)]
+        job, row = picked
         model_id = self.world.fresh("m")
         record = expect_ok(K3, f"promote of {row.name} ({row.kind}) with the {self.driver.name} driver",
                            self.driver.promote, f"accounts/{self.obs.account}/rlorTrainerJobs/{job.job_id}"
@@ -730,10 +735,10 @@ class ContractMachine(RuleBasedStateMachine):
     @counted
     def promote_to_invalid_id(self, pick, bad_id):
         """An output model id outside ^[a-z0-9-]{1,63}$ is refused and nothing is written (K6)."""
-        rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
-        if not rows:
+        picked = self._pick_promotable(pick)
+        if picked is None:
             return
-        job, row = rows[pick % len(rows)]
+        job, row = picked
         before = self._model_names()
         status, body = self.obs.promote(job.job_id, row.name, bad_id, self.target.base_model)
         K6.require(status != 200, f"promote of {row.name} to invalid model id {bad_id!r} was accepted: "
@@ -746,10 +751,10 @@ class ContractMachine(RuleBasedStateMachine):
     @counted
     def promote_to_existing_id(self, pick, which):
         """Promoting onto an existing model id is refused; the existing model is untouched (K6)."""
-        rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
-        if not rows or not self.world.models:
+        picked = self._pick_promotable(pick)
+        if picked is None or not self.world.models:
             return
-        job, row = rows[pick % len(rows)]
+        job, row = picked
         existing = sorted(self.world.models)[which % len(self.world.models)]
         rec = self.world.models[existing]
         files_before = _read_files(self.target.model_dir(self.obs.account, existing)) if self.has(BLOBS) else None
@@ -767,10 +772,10 @@ class ContractMachine(RuleBasedStateMachine):
     @counted
     def promote_race(self, pick, racers):
         """Concurrent promotes to one new id: exactly one wins, the others are refused (K6)."""
-        rows = [(j, r) for j, r in self._promote_candidates() if r.promotable]
-        if not rows:
+        picked = self._pick_promotable(pick)
+        if picked is None:
             return
-        job, row = rows[pick % len(rows)]
+        job, row = picked
         model_id = self.world.fresh("race")
         gate = threading.Barrier(racers)
         results: list[tuple[int, Any]] = []
