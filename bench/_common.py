@@ -209,10 +209,10 @@ def free_port() -> int:
 # __pycache__ in the repo) recompiles every emulator module at every start, which an installed
 # fwemu never does. `bench/cold_start.py` also measures the environment as it is.
 PYCACHE = Path(tempfile.gettempdir()) / "fwemu-bench-pycache"
-WARM_MODULES = ("emulator.app", "emulator.cli", "emulator.serve", "emulator.server_thread", "emulator.faults.plan",
-                "client.commands.import_cmd", "uvicorn", "uvicorn.protocols.http.h11_impl",
+WARM_MODULES = ("fwemu.emulator.app", "fwemu.emulator.cli", "fwemu.emulator.serve", "fwemu.emulator.server_thread", "fwemu.emulator.faults.plan",
+                "fwemu.client.commands.import_cmd", "uvicorn", "uvicorn.protocols.http.h11_impl",
                 "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "uvicorn.loops.auto", "httpx",
-                "fastapi.testclient", "fastapi", "emulator.inspect.cli")
+                "fastapi.testclient", "fastapi", "fwemu.emulator.inspect.cli")
 
 
 def child_env(extra: dict | None = None, *, bytecode_cache: bool = True) -> dict:
@@ -265,7 +265,7 @@ def wait_http_200(proc: subprocess.Popen, port: int, path: str, timeout_s: float
 
 
 class ServeProcess:
-    """`python -m emulator.cli serve` (what `fwemu serve` runs) on a free loopback port."""
+    """`python -m fwemu.emulator.cli serve` (what `fwemu serve` runs) on a free loopback port."""
 
     def __init__(self, data_dir: Path | None = None, *, keys: dict[str, str] | None = None,
                  extra_args: tuple[str, ...] = (), python_flags: tuple[str, ...] = (),
@@ -283,7 +283,7 @@ class ServeProcess:
     @property
     def argv(self) -> list[str]:
         where = ["--data-dir", str(self.data_dir)] if self.data_dir else ["--in-memory"]
-        argv = [sys.executable, *self.python_flags, "-m", "emulator.cli", "serve", "--host", HOST,
+        argv = [sys.executable, *self.python_flags, "-m", "fwemu.emulator.cli", "serve", "--host", HOST,
                 "--port", str(self.port), *where, "--startup-delay", "0", *self.extra_args]
         for k, a in self.keys.items():
             argv += ["--api-key", f"{k}={a}"]
@@ -310,7 +310,7 @@ class ServeProcess:
         return proc_cpu_s(self.pid)
 
     def stop(self) -> None:
-        from emulator.server_process import stop_process
+        from fwemu.emulator.server_process import stop_process
 
         stop_process(self.proc)
 

@@ -2,8 +2,8 @@
 
 Subprocess (what a test suite's fixture pays), median of --runs, variants interleaved:
   floor            a FastAPI app with one route, run by uvicorn.run (written to a temp file)
-  serve in-memory  `python -m emulator.cli serve --in-memory`   (what `fwemu serve` runs)
-  serve data-dir   `python -m emulator.cli serve --data-dir EMPTY`
+  serve in-memory  `python -m fwemu.emulator.cli serve --in-memory`   (what `fwemu serve` runs)
+  serve data-dir   `python -m fwemu.emulator.cli serve --data-dir EMPTY`
 Each is timed from spawn to the first 200 on GET /_emulator/health (polled every 2 ms with a
 fresh stdlib connection), with the process's CPU seconds and RSS at that moment.
 
@@ -61,8 +61,8 @@ IN_PROCESS = textwrap.dedent("""
     t0 = time.perf_counter()
     which, mode = sys.argv[1], sys.argv[2]
     if which == "fwemu":
-        from emulator.app import create_app
-        from emulator.settings import Settings
+        from fwemu.emulator.app import create_app
+        from fwemu.emulator.settings import Settings
         t_import = time.perf_counter()
         app = create_app(Settings(data_dir=None, api_keys={"k": "a"}))
     else:
@@ -88,7 +88,7 @@ IN_PROCESS = textwrap.dedent("""
             status = c.get("/_emulator/health").status_code
     else:
         import http.client
-        from emulator.server_thread import ServerThread
+        from fwemu.emulator.server_thread import ServerThread
         server = ServerThread(app).start()
         conn = http.client.HTTPConnection(server.host, server.port)
         conn.request("GET", "/_emulator/health")
@@ -137,7 +137,7 @@ def start_once(argv: list[str], port: int, control_plane: bool, env: dict | None
 
 def serve_argv(port: int, data_dir: Path | None) -> list[str]:
     where = ["--data-dir", str(data_dir)] if data_dir else ["--in-memory"]
-    return [sys.executable, "-m", "emulator.cli", "serve", "--host", HOST, "--port", str(port), *where,
+    return [sys.executable, "-m", "fwemu.emulator.cli", "serve", "--host", HOST, "--port", str(port), *where,
             "--api-key", f"{API_KEY}={ACCOUNT}"]
 
 
@@ -278,7 +278,7 @@ def run(args) -> dict:
         ["mode", "bare FastAPI", "fwemu", "x floor", "fwemu import", "fwemu create_app", "fwemu first response",
          "fwemu process wall", "torch imported"], rows,
         "asgi: httpx.ASGITransport; testclient: starlette TestClient (runs lifespan); thread: "
-        "emulator.server_thread.ServerThread on a loopback port; process wall includes interpreter start and exit"))
+        "fwemu.emulator.server_thread.ServerThread on a loopback port; process wall includes interpreter start and exit"))
     au = R["audit"]
     res["tables"].append(table(
         "Imports of `fwemu serve` (python -X importtime, after health + one control-plane call)",

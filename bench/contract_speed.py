@@ -89,10 +89,10 @@ def env(**values: str):
 @contextlib.contextmanager
 def url_target(model_size: str):
     """An emulator app on a real loopback socket (ServerThread) with its own data dir, as UrlTarget sees it."""
-    from contracts.targets import UrlTarget
-    from emulator.app import create_app
-    from emulator.server_thread import ServerThread
-    from emulator.settings import Settings
+    from fwemu.contracts.targets import UrlTarget
+    from fwemu.emulator.app import create_app
+    from fwemu.emulator.server_thread import ServerThread
+    from fwemu.emulator.settings import Settings
 
     key, account = "fw-bench-contracts", "bench-contracts"
     data = Path(tempfile.mkdtemp(prefix="fwemu-bench-contracts-"))
@@ -110,7 +110,7 @@ def url_target(model_size: str):
 
 @contextlib.contextmanager
 def make_target(run: str, model_size: str):
-    from contracts.targets import InProcessTarget
+    from fwemu.contracts.targets import InProcessTarget
 
     if run == "url":
         with url_target(model_size) as t:
@@ -121,7 +121,7 @@ def make_target(run: str, model_size: str):
 
 
 def one_run(run: str, args, model_size: str) -> dict:
-    from contracts.runner import run_contracts
+    from fwemu.contracts.runner import run_contracts
 
     driver = "sdk" if run == "sdk" else "client"
     properties = False if args.machine_only else (SDK_PROPERTIES if run == "sdk" and SDK_PROPERTIES else True)
@@ -160,8 +160,8 @@ def one_run(run: str, args, model_size: str) -> dict:
 
 def warm_up(model_size: str) -> float:
     """One tiny untimed run: imports, the first trainer model, the first uvicorn start."""
-    from contracts.runner import run_contracts
-    from contracts.targets import InProcessTarget
+    from fwemu.contracts.runner import run_contracts
+    from fwemu.contracts.targets import InProcessTarget
 
     t0 = time.perf_counter()
     with InProcessTarget(transport="socket", model_size=model_size) as t:
@@ -181,8 +181,8 @@ def run(args) -> dict:
     logging.basicConfig(level=logging.ERROR)
     if args.tmp_dir:
         tempfile.tempdir = args.tmp_dir
-    from contracts.runner import PROFILES
-    from contracts.targets import TINY_MODEL_SIZE
+    from fwemu.contracts.runner import PROFILES
+    from fwemu.contracts.targets import TINY_MODEL_SIZE
 
     if args.quick:
         args.examples = args.examples if args.examples is not None else 3

@@ -56,7 +56,7 @@ def job_id(n: int) -> str:
 
 # ------------------------------------------------------------------------------ set-up
 def write_templates(dest: Path, kinds: list[str]) -> dict[str, Path]:
-    code = ("import sys\nfrom emulator.inspect.examples import write_example\n"
+    code = ("import sys\nfrom fwemu.emulator.inspect.examples import write_example\n"
             "for k in sys.argv[2:]:\n    write_example(k, sys.argv[1] + '/' + k)\n")
     subprocess.run([sys.executable, "-c", code, str(dest), *kinds], check=True, cwd=REPO, env=child_env(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,7 +66,7 @@ def write_templates(dest: Path, kinds: list[str]) -> dict[str, Path]:
 @contextlib.contextmanager
 def no_fsync(store):
     """Set-up only: skip fsync and SQLite's synchronous commits while rows are created."""
-    import emulator.store.atomic as atomic
+    import fwemu.emulator.store.atomic as atomic
 
     saved = atomic.fsync_tree, atomic.fsync_dir
     atomic.fsync_tree = atomic.fsync_dir = lambda _p: None
@@ -80,7 +80,7 @@ def no_fsync(store):
 
 
 def populate(data_dir: Path, templates: dict[str, Path], sizes: list[int]) -> dict:
-    from emulator.store import Store
+    from fwemu.emulator.store import Store
 
     kinds = list(templates)
     files = {k: sorted(p.iterdir()) for k, p in templates.items()}
@@ -108,7 +108,7 @@ def touch(templates: dict[str, Path]) -> None:
 
 # ------------------------------------------------------------------------------ store level
 def store_level(store, sizes: list[int], reqs: int) -> dict:
-    from emulator.inspect import Kind
+    from fwemu.emulator.inspect import Kind
 
     out = {}
     for n in sizes:

@@ -18,7 +18,7 @@ these is timed --reps times:
   tar stream         a tar of SRC streamed by httpx over loopback (application/x-tar) to the default
                      server, the path a remote (or in-process) client takes; a probe GETs
                      /_emulator/health every 50 ms meanwhile to show what other callers wait
-  fwemu import       the CLI as a user runs it (`python -m emulator.cli import DIR ...`) against the
+  fwemu import       the CLI as a user runs it (`python -m fwemu.emulator.cli import DIR ...`) against the
                      default server, interpreter start-up included; to a loopback URL it imports by
                      path, and the bench fails unless its output says "(copied by the server)"
 
@@ -91,7 +91,7 @@ SETTLE_CAP_S = 10.0
 # ------------------------------------------------------------------------------ data
 def _write_safetensors(path: Path, data_bytes: int, first_index: int, block: bytearray) -> dict[str, int]:
     """A valid safetensors file of BF16 1-D tensors holding `data_bytes` of random bytes."""
-    from emulator.inspect.safetensors_header import encode_header
+    from fwemu.emulator.inspect.safetensors_header import encode_header
 
     tensors, sizes, pos, i = {}, {}, 0, first_index
     while pos < data_bytes:
@@ -135,7 +135,7 @@ def make_checkpoint(path: Path, size: int, shard_bytes: int = 1 << 30) -> Path:
             pos += n
         (path / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": data}, "weight_map": weight_map}))
-    from emulator.inspect import inspect_checkpoint
+    from fwemu.emulator.inspect import inspect_checkpoint
 
     verdict = inspect_checkpoint(path)
     if verdict.kind is None:
@@ -150,7 +150,7 @@ def dir_bytes(path: Path) -> int:
 def tar_chunks(directory: Path):
     """The client's own tar stream when available (client.commands.import_cmd), else a local copy."""
     try:
-        from client.commands.import_cmd import flat_files, tar_stream
+        from fwemu.client.commands.import_cmd import flat_files, tar_stream
 
         return tar_stream(flat_files(directory))
     except ImportError:
@@ -270,7 +270,7 @@ def trial(method: str, src: Path, scratch: Path, servers: dict[str, ServeProcess
         if r.status_code != 200:
             raise RuntimeError(f"tar import answered {r.status_code}: {r.text[:500]}")
     else:
-        argv = [sys.executable, "-m", "emulator.cli", "import", str(src), "--job", JOB, "--name", name,
+        argv = [sys.executable, "-m", "fwemu.emulator.cli", "import", str(src), "--job", JOB, "--name", name,
                 "--base-model", BASE_MODEL, "--base-url", server.url, "--api-key", API_KEY]
         wall, cpu, peak, out = run_timed_output(argv, env=child_env(), cwd=REPO)
         if CLI_MARK not in out:
@@ -313,7 +313,7 @@ class HealthProbe:
 
 def cli_available() -> bool:
     try:
-        import client.commands.import_cmd  # noqa: F401
+        import fwemu.client.commands.import_cmd  # noqa: F401
         return True
     except Exception:  # noqa: BLE001 - the client is optional for this bench
         return False

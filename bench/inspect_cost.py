@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emulator.inspect import inspect_checkpoint  # noqa: E402
-from emulator.inspect.examples import CONFIG  # noqa: E402
-from emulator.inspect.safetensors_header import encode_header  # noqa: E402
+from fwemu.emulator.inspect import inspect_checkpoint  # noqa: E402
+from fwemu.emulator.inspect.examples import CONFIG  # noqa: E402
+from fwemu.emulator.inspect.safetensors_header import encode_header  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
 SIZES = [1 * MiB, 16 * MiB, 256 * MiB, 4 * GiB, 16 * GiB]

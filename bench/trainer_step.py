@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client.tokenizer import BOS_ID, datum_from_tokens  # noqa: E402
-from emulator.trainer.model_config import ModelSize  # noqa: E402
+from fwemu.client.tokenizer import BOS_ID, datum_from_tokens  # noqa: E402
+from fwemu.emulator.trainer.model_config import ModelSize  # noqa: E402
 
 BASE_MODEL = "accounts/fireworks/models/qwen3-8b"
 ADAM = {"learning_rate": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-12, "weight_decay": 0.0, "grad_clip_norm": 1.0}
@@ -48,7 +48,7 @@ def timed(fn, reps: int) -> float:
 
 
 def run(reps: int, device: str, batch_size: int, seq_len: int) -> dict:
-    from emulator.trainer.model_session import TrainerModel
+    from fwemu.emulator.trainer.model_session import TrainerModel
 
     size = ModelSize()
     m = TrainerModel(BASE_MODEL, device=device, size=size)

@@ -26,10 +26,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from client.control_plane import CheckpointRow, ControlPlaneClient, Model, sort_newest_first
-from client.dataloader_state import DataloaderEntry, DataloaderState, step_from_name
-from client.errors import FwError, TrainerRequestError
-from client.trainer_client import TrainingModel, cross_job_ref, validate_checkpoint_ref
+from fwemu.client.control_plane import CheckpointRow, ControlPlaneClient, Model, sort_newest_first
+from fwemu.client.dataloader_state import DataloaderEntry, DataloaderState, step_from_name
+from fwemu.client.errors import FwError, TrainerRequestError
+from fwemu.client.trainer_client import TrainingModel, cross_job_ref, validate_checkpoint_ref
 
 log = logging.getLogger(__name__)
 

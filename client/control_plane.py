@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from client.errors import FwApiError, FwError
-from client.http import ApiSession, env_api_key, env_base_url
-from client.retry import NO_RETRY, RetryPolicy
-from client.timeparse import parse_rfc3339_or_none
+from fwemu.client.errors import FwApiError, FwError
+from fwemu.client.http import ApiSession, env_api_key, env_base_url
+from fwemu.client.retry import NO_RETRY, RetryPolicy
+from fwemu.client.timeparse import parse_rfc3339_or_none
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from client.fileio import atomic_write_json
-from client.timeparse import format_rfc3339
+from fwemu.client.fileio import atomic_write_json
+from fwemu.client.timeparse import format_rfc3339
 
 log = logging.getLogger(__name__)
 

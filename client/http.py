@@ -10,8 +10,8 @@ from typing import Any, Mapping
 
 import httpx
 
-from client.retry import RetryPolicy, raise_for_status
-from client.transport import as_sync_transport
+from fwemu.client.retry import RetryPolicy, raise_for_status
+from fwemu.client.transport import as_sync_transport
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 USER_AGENT = "fwemu-client/0.1"

@@ -17,7 +17,7 @@ from typing import Callable
 
 import httpx
 
-from client.errors import FwApiError, FwConnectionError
+from fwemu.client.errors import FwApiError, FwConnectionError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from client.errors import FwApiError, FwError, TrainerRequestError
-from client.http import ApiSession, env_api_key
-from client.retry import NO_RETRY, RetryPolicy
+from fwemu.client.errors import FwApiError, FwError, TrainerRequestError
+from fwemu.client.http import ApiSession, env_api_key
+from fwemu.client.retry import NO_RETRY, RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """fwemu's contract suite: INVARIANTS.md as Hypothesis state machines and properties (see README.md).
 
-    from contracts import run_contracts
+    from fwemu.contracts import run_contracts
     report = run_contracts()                 # a fresh in-process emulator, default profile
     print(report.table()); assert report.ok
 
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from contracts.invariants import REGISTRY, InvariantViolation
+from fwemu.contracts.invariants import REGISTRY, InvariantViolation
 
 if TYPE_CHECKING:
-    from contracts.runner import Report
+    from fwemu.contracts.runner import Report
 
 
 def run_contracts(target: Any = None, max_examples: int | None = None, seed: int = 0, **kwargs: Any) -> "Report":
     """Run the suite against `target` (default: in-process emulator); see contracts.runner.run_contracts."""
-    from contracts.runner import run_contracts as _run
+    from fwemu.contracts.runner import run_contracts as _run
 
     return _run(target, max_examples, seed, **kwargs)
 

@@ -17,7 +17,7 @@ import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from emulator.settings import BREAK_SWITCHES
+    from fwemu.emulator.settings import BREAK_SWITCHES
 
     parser.add_argument("--target", default=None, metavar="URL",
                         help="a running fwemu (or the real service with FIREWORKS_API_KEY); default: in-process")
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         # The stand-in models are tiny: one OpenMP thread per trainer is ~2x faster on small machines.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
-    from contracts.runner import run_contracts
-    from contracts.targets import make_target
+    from fwemu.contracts.runner import run_contracts
+    from fwemu.contracts.targets import make_target
 
     try:
         target = make_target(args.target, breaks=tuple(args.breaks))

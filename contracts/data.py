@@ -7,7 +7,7 @@ deterministic). That works over the wire against any target, with either driver.
 
 from __future__ import annotations
 
-from client.tokenizer import BOS_ID, EOS_ID, datum_from_tokens, encode
+from fwemu.client.tokenizer import BOS_ID, EOS_ID, datum_from_tokens, encode
 
 LEARNING_RATE = 1e-2  # large enough that every step moves every probe logprob
 

@@ -20,15 +20,15 @@ import logging
 import time
 from typing import Any
 
-from client.checkpoints import TrainingCheckpoints
-from client.control_plane import ControlPlaneClient
-from client.http import ApiSession
-from client.retry import RetryPolicy
-from client.trainer_client import AdamParams, TrainerGatewayClient
-from contracts.data import LEARNING_RATE, PROBE, probe_key
-from contracts.faults import FaultPlan, FaultTransport
-from contracts.invariants import ListedRow
-from contracts.targets import SOCKET, Account, Target
+from fwemu.client.checkpoints import TrainingCheckpoints
+from fwemu.client.control_plane import ControlPlaneClient
+from fwemu.client.http import ApiSession
+from fwemu.client.retry import RetryPolicy
+from fwemu.client.trainer_client import AdamParams, TrainerGatewayClient
+from fwemu.contracts.data import LEARNING_RATE, PROBE, probe_key
+from fwemu.contracts.faults import FaultPlan, FaultTransport
+from fwemu.contracts.invariants import ListedRow
+from fwemu.contracts.targets import SOCKET, Account, Target
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from client.transport import as_sync_transport
+from fwemu.client.transport import as_sync_transport
 
 FAULT_KINDS = ("http503", "delay", "drop_before", "drop_after")
 

@@ -181,7 +181,7 @@ class ListedRow:
 
     @classmethod
     def from_wire(cls, body: Mapping) -> "ListedRow":
-        from client.timeparse import parse_rfc3339_or_none
+        from fwemu.client.timeparse import parse_rfc3339_or_none
 
         full = str(body.get("name") or "")
         ctime = body.get("createTime")

@@ -39,16 +39,16 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition, rule
 
-from client.checkpoints import NoPromotableCheckpointError
-from client.errors import FwError
-from contracts import invariants as inv
-from contracts.data import batch
-from contracts.drivers import CHECKPOINTS, CRASH, FAULTS, Observer, make_driver
-from contracts.faults import FAULT_KINDS
-from contracts.invariants import (F1, K1, K3, K4, K5, K6, L2, L3, R1, R2, R4, R6, R7, InvariantViolation,
+from fwemu.client.checkpoints import NoPromotableCheckpointError
+from fwemu.client.errors import FwError
+from fwemu.contracts import invariants as inv
+from fwemu.contracts.data import batch
+from fwemu.contracts.drivers import CHECKPOINTS, CRASH, FAULTS, Observer, make_driver
+from fwemu.contracts.faults import FAULT_KINDS
+from fwemu.contracts.invariants import (F1, K1, K3, K4, K5, K6, L2, L3, R1, R2, R4, R6, R7, InvariantViolation,
                                   ListedRow, tally)
-from contracts.model import (JobModel, ModelRecord, RowModel, World, chain_type, dcp_kind, sampler_kind)
-from contracts.targets import BLOBS, CLOCK, FAULT_API, RESTART, REWRITE, Target
+from fwemu.contracts.model import (JobModel, ModelRecord, RowModel, World, chain_type, dcp_kind, sampler_kind)
+from fwemu.contracts.targets import BLOBS, CLOCK, FAULT_API, RESTART, REWRITE, Target
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ class ContractMachine(RuleBasedStateMachine):
                 R6.require(result.sampler_name == plan.reuse_sampler and "sampler" in result.skipped,
                            f"{where}: {plan.reuse_sampler} holds these weights and should be reused, got {result}")
             else:
-                from contracts.model import matches_logical
+                from fwemu.contracts.model import matches_logical
 
                 R6.require(result.sampler_name and result.sampler_name not in job.rows
                            and (matches_logical(result.sampler_name, plan.name)
@@ -587,7 +587,7 @@ class ContractMachine(RuleBasedStateMachine):
         path.write_text("{ this is not json")
         reads_it = any(r.resumable for r in job.certain_rows())  # resume reads the file only then
         capture = _CaptureWarnings()
-        logger = logging.getLogger("client.dataloader_state")
+        logger = logging.getLogger("fwemu.client.dataloader_state")
         old_level, old_propagate = logger.level, logger.propagate
         if not logger.isEnabledFor(logging.WARNING):   # the CLI quiets client logs: hear it, print nothing
             logger.setLevel(logging.WARNING)
@@ -620,7 +620,7 @@ class ContractMachine(RuleBasedStateMachine):
         """K5: the model's files are the checkpoint's, and the project's own reader accepts them."""
         if not self.has(BLOBS):
             return
-        from emulator.inspect import inspect_checkpoint
+        from fwemu.emulator.inspect import inspect_checkpoint
 
         ckpt = _read_files(self.target.checkpoint_dir(self.obs.account, job.job_id, row.name))
         mdir = self.target.model_dir(self.obs.account, model_id)
@@ -971,7 +971,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     def _sync_dataloader(self, job: JobModel) -> None:
         """After a save that may have failed midway, take dataloader.json as the client left it."""
-        from client.dataloader_state import DataloaderState
+        from fwemu.client.dataloader_state import DataloaderState
 
         job.dataloader = {n: (e.step, e.data_consumed) for n, e in DataloaderState(job.log_path).read().items()}
 
@@ -1084,7 +1084,7 @@ class ContractMachine(RuleBasedStateMachine):
 
     def _inspect(self, job: JobModel, rows: list[ListedRow]) -> dict[str, str | None]:
         """The inspector's verdict on each row's stored bytes (cached by the directory's fingerprint)."""
-        from emulator.inspect import fingerprint, inspect_checkpoint
+        from fwemu.emulator.inspect import fingerprint, inspect_checkpoint
 
         out: dict[str, str | None] = {}
         for row in rows:

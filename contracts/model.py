@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.invariants import PROMOTABLE, RESUMABLE
+from fwemu.contracts.invariants import PROMOTABLE, RESUMABLE
 
 DATALOADER_KEEP = 20
 _SUFFIX_RE = re.compile(r"^-[0-9a-f]{8}$")

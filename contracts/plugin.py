@@ -65,7 +65,7 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def fw_target(pytestconfig):
     """The contract target for this session (closed at the end)."""
-    from contracts.targets import make_target
+    from fwemu.contracts.targets import make_target
 
     target = make_target(pytestconfig.getoption("--fw-target"))
     yield target
@@ -81,8 +81,8 @@ def fw_account(fw_target):
 @pytest.fixture
 def fw_control_plane(fw_target, fw_account):
     """Our ControlPlaneClient on the target, authenticated as fw_account."""
-    from client.control_plane import ControlPlaneClient
-    from contracts.drivers import FAST_RETRY
+    from fwemu.client.control_plane import ControlPlaneClient
+    from fwemu.contracts.drivers import FAST_RETRY
 
     cp = ControlPlaneClient(fw_target.base_url, fw_account.api_key, transport=fw_target.transport(),
                             retry=FAST_RETRY, gateway_url=fw_target.base_url, operation_poll_s=0.0)
@@ -95,8 +95,8 @@ def fw_trainer(fw_target, fw_account, fw_control_plane):
     """A TrainerGatewayClient with an open session on a new full-parameter job (`.job_id` names it)."""
     import uuid
 
-    from client.trainer_client import TrainerGatewayClient
-    from contracts.drivers import FAST_RETRY
+    from fwemu.client.trainer_client import TrainerGatewayClient
+    from fwemu.contracts.drivers import FAST_RETRY
 
     job = fw_control_plane.create_job(fw_target.base_model, 0, job_id=f"fw-trainer-{uuid.uuid4().hex[:8]}")
     fw_control_plane.wait_until_running(job.job_id, poll_interval_s=0.01, timeout_s=120)
@@ -113,7 +113,7 @@ def fw_trainer(fw_target, fw_account, fw_control_plane):
 @pytest.fixture
 def fw_driver(pytestconfig, fw_target, fw_account):
     """The driver chosen by --fw-driver, for fw_account."""
-    from contracts.drivers import make_driver
+    from fwemu.contracts.drivers import make_driver
 
     driver = make_driver(pytestconfig.getoption("--fw-driver"), fw_target, fw_account)
     yield driver
@@ -123,7 +123,7 @@ def fw_driver(pytestconfig, fw_target, fw_account):
 @pytest.fixture
 def fw_contracts(pytestconfig, fw_target):
     """`fw_contracts(**overrides) -> Report`: the contract suite on fw_target with the session's options."""
-    from contracts.runner import run_contracts
+    from fwemu.contracts.runner import run_contracts
 
     def run(target=None, **overrides):
         kwargs = dict(driver=pytestconfig.getoption("--fw-driver"), seed=pytestconfig.getoption("--fw-seed"),

@@ -22,12 +22,12 @@ from typing import Callable
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from contracts import invariants as inv
-from contracts.drivers import CHECKPOINTS, CRASH, FAULTS
-from contracts.faults import FAULT_KINDS
-from contracts.invariants import R2, R3, R5, R6
-from contracts.machine import BAD_MODEL_IDS, ContractMachine, MachineConfig, make_machine
-from contracts.targets import CLOCK, FAULT_API, RESTART, REWRITE
+from fwemu.contracts import invariants as inv
+from fwemu.contracts.drivers import CHECKPOINTS, CRASH, FAULTS
+from fwemu.contracts.faults import FAULT_KINDS
+from fwemu.contracts.invariants import R2, R3, R5, R6
+from fwemu.contracts.machine import BAD_MODEL_IDS, ContractMachine, MachineConfig, make_machine
+from fwemu.contracts.targets import CLOCK, FAULT_API, RESTART, REWRITE
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def _dataloader(ctx: PropertyContext):
     @given(saves=st.integers(1, 3), offset=st.integers(1, 50), many=st.booleans())
     @example(saves=2, offset=40, many=False)
     def dataloader_json_follows_listed_names(saves, offset, many):
-        from client.checkpoints import TrainingCheckpoints
+        from fwemu.client.checkpoints import TrainingCheckpoints
 
         with machine_of(ctx, renamed or ctx.config) as m:
             job = m._new_job(True)
@@ -354,8 +354,8 @@ def _recipe(ctx: PropertyContext):
     @given(interval=st.integers(0, 3), steps=st.integers(2, 5), interrupt_at=st.integers(1, 4), lora=st.booleans())
     @example(interval=2, steps=5, interrupt_at=3, lora=False)
     def recipe_saves_resumes_and_promotes(interval, steps, interrupt_at, lora):
-        from client.control_plane import ControlPlaneClient
-        from client.recipes.sft_loop import Config, WeightSyncConfig, main
+        from fwemu.client.control_plane import ControlPlaneClient
+        from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig, main
 
         interrupt_at = min(interrupt_at, steps - 1)
         with machine_of(ctx) as m, tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-from contracts.invariants import REGISTRY, InvariantViolation, reset_tally
-from contracts.targets import CAP_TEXT, InProcessTarget, Target
+from fwemu.contracts.invariants import REGISTRY, InvariantViolation, reset_tally
+from fwemu.contracts.targets import CAP_TEXT, InProcessTarget, Target
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Report:
 
 def expected_ids(break_switch: str) -> set[str]:
     """The invariant ids a break switch says it breaks: "... (breaks R1/R2)" -> {"R1", "R2"}."""
-    from emulator.settings import BREAK_SWITCHES
+    from fwemu.emulator.settings import BREAK_SWITCHES
 
     text = BREAK_SWITCHES.get(break_switch, "")
     m = re.search(r"breaks ([A-Z]\d(?:\s*/\s*[A-Z]?\d)*)", text)
@@ -211,8 +211,8 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
     from hypothesis import seed as hseed
     from hypothesis.reporting import with_reporter
 
-    from contracts.machine import STEPS, MachineConfig, make_machine
-    from contracts.properties import PROPERTIES, PropertyContext
+    from fwemu.contracts.machine import STEPS, MachineConfig, make_machine
+    from fwemu.contracts.properties import PROPERTIES, PropertyContext
 
     prof = PROFILES[profile]
     max_examples = max_examples if max_examples is not None else prof["max_examples"]
@@ -319,7 +319,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
 
 
 def _driver_caps(driver: str) -> frozenset[str]:
-    from contracts.drivers import OurDriver, SdkDriver
+    from fwemu.contracts.drivers import OurDriver, SdkDriver
 
     return OurDriver.caps if driver in ("client", "ours", "our") else SdkDriver.caps
 
@@ -358,7 +358,7 @@ def _f2(report: Report, target: Target) -> InvariantResult:
 def _why_not(inv_id: str, target: Target, driver_caps: frozenset[str], report: Report) -> str:
     skipped = [c for c in report.components if c.outcome.startswith("skipped") and inv_id in c.targets]
     reasons = [f"{c.name} {c.outcome}" for c in skipped]
-    from contracts.drivers import CHECKPOINTS, FAULTS
+    from fwemu.contracts.drivers import CHECKPOINTS, FAULTS
 
     if inv_id in ("R3", "R4", "R5", "R6", "R7") and CHECKPOINTS not in driver_caps:
         reasons.append("TrainingCheckpoints rules need our client (--fw-driver client)")

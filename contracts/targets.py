@@ -105,7 +105,7 @@ class Target(abc.ABC):
     def advance_clock(self, seconds: float, api_key: str) -> None:
         import httpx
 
-        from client.transport import as_sync_transport
+        from fwemu.client.transport import as_sync_transport
 
         with httpx.Client(transport=as_sync_transport(self.transport()), timeout=30) as http:
             r = http.post(f"{self.base_url}/_emulator/v1/clock:advance", json={"seconds": seconds},
@@ -190,7 +190,7 @@ class InProcessTarget(Target):
         self._set_env()
         self._start()
         if transport == "socket":
-            from emulator.server_thread import ServerThread
+            from fwemu.emulator.server_thread import ServerThread
 
             self._server = ServerThread(self._swap).start()
 
@@ -207,8 +207,8 @@ class InProcessTarget(Target):
         self._env_set = bool(self._saved_env)
 
     def _start(self) -> None:
-        from emulator.app import create_app
-        from emulator.settings import Settings
+        from fwemu.emulator.app import create_app
+        from fwemu.emulator.settings import Settings
 
         extra = {"fault_plan": None} if "fault_plan" in Settings.__dataclass_fields__ else {}
         settings = Settings(data_dir=self.data_dir, api_keys=self._keys, startup_delay_s=0,
@@ -387,7 +387,7 @@ def make_target(spec: str | None = None, *, api_key: str | None = None, breaks: 
         raise ValueError("break switches can only be set on the in-process target; start the remote "
                          "emulator with FWEMU_BREAK=... instead")
     key = api_key or os.environ.get("FIREWORKS_API_KEY")
-    from emulator.settings import DEV_API_KEY
+    from fwemu.emulator.settings import DEV_API_KEY
 
     target = UrlTarget(spec, key or DEV_API_KEY)  # `fwemu serve` accepts its dev key by default
     if CLOCK in target.caps:

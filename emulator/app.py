@@ -11,17 +11,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from emulator import __version__
-from emulator.admin.routes import router as admin_router
-from emulator.body_limit import BodyLimitMiddleware
-from emulator.controlplane.routes import routers as controlplane_routers
-from emulator.faults import install as install_faults
-from emulator.gateway.routes import router as gateway_router
-from emulator.http_errors import install_error_handlers
-from emulator.lazy_routes import add_routes
-from emulator.openapi_doc import install_openapi
-from emulator.services import Services
-from emulator.settings import Settings
+from fwemu.emulator import __version__
+from fwemu.emulator.admin.routes import router as admin_router
+from fwemu.emulator.body_limit import BodyLimitMiddleware
+from fwemu.emulator.controlplane.routes import routers as controlplane_routers
+from fwemu.emulator.faults import install as install_faults
+from fwemu.emulator.gateway.routes import router as gateway_router
+from fwemu.emulator.http_errors import install_error_handlers
+from fwemu.emulator.lazy_routes import add_routes
+from fwemu.emulator.openapi_doc import install_openapi
+from fwemu.emulator.services import Services
+from fwemu.emulator.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

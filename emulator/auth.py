@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from emulator.errors import ApiError, unauthenticated
-from emulator.services import Services, get_services
+from fwemu.emulator.errors import ApiError, unauthenticated
+from fwemu.emulator.services import Services, get_services
 
 PUBLIC_ACCOUNT = "fireworks"  # base models live here and are readable by every account
 

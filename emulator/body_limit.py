@@ -7,8 +7,8 @@ envelope instead of being read whole into memory and, for a job body, stored in 
 
 from __future__ import annotations
 
-from emulator.errors import ApiError
-from emulator.http_errors import error_response
+from fwemu.emulator.errors import ApiError
+from fwemu.emulator.http_errors import error_response
 
 
 def _too_large(limit: int) -> ApiError:

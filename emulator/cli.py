@@ -12,14 +12,14 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("emulator.serve", "run the emulator (control plane + trainer gateway) over HTTP"),
-    "inspect": ("emulator.inspect.cli", "classify a checkpoint directory from its bytes"),
-    "import": ("client.commands.import_cmd", "put an existing checkpoint directory into a job"),
-    "ls": ("client.commands.ls_cmd", "list a trainer job's checkpoints"),
-    "promote": ("client.commands.promote_cmd", "promote a checkpoint to a model"),
-    "train": ("client.commands.train_cmd", "run the sft_loop recipe (TOML config or flags)"),
-    "demo": ("client.commands.demo_cmd", "save, interrupt, resume and promote on an embedded emulator"),
-    "contracts": ("contracts.cli", "run the checkpoint contract suite against a target"),
+    "serve": ("fwemu.emulator.serve", "run the emulator (control plane + trainer gateway) over HTTP"),
+    "inspect": ("fwemu.emulator.inspect.cli", "classify a checkpoint directory from its bytes"),
+    "import": ("fwemu.client.commands.import_cmd", "put an existing checkpoint directory into a job"),
+    "ls": ("fwemu.client.commands.ls_cmd", "list a trainer job's checkpoints"),
+    "promote": ("fwemu.client.commands.promote_cmd", "promote a checkpoint to a model"),
+    "train": ("fwemu.client.commands.train_cmd", "run the sft_loop recipe (TOML config or flags)"),
+    "demo": ("fwemu.client.commands.demo_cmd", "save, interrupt, resume and promote on an embedded emulator"),
+    "contracts": ("fwemu.contracts.cli", "run the checkpoint contract suite against a target"),
 }
 
 

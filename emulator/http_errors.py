@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emulator.errors import ApiError
+from fwemu.emulator.errors import ApiError
 
 log = logging.getLogger("fwemu")
 

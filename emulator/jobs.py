@@ -7,7 +7,7 @@ restart of the emulator keeps every job's timing.
 
 from __future__ import annotations
 
-from emulator.store import Job, rfc3339
+from fwemu.emulator.store import Job, rfc3339
 
 CREATING, PENDING, RUNNING = "JOB_STATE_CREATING", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"
 DELETED, FAILED, CANCELLED = "JOB_STATE_DELETED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"

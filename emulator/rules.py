@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from emulator.inspect.kinds import Kind
+from fwemu.emulator.inspect.kinds import Kind
 
 MODEL_ID_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 """Valid output model ids. Match with `MODEL_ID_RE.fullmatch(s)`: `$` also matches before a

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from emulator.settings import BREAK_SWITCHES, QUIRKS
+from fwemu.emulator.settings import BREAK_SWITCHES, QUIRKS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from emulator.settings import Settings, default_api_keys, parse_api_keys
+    from fwemu.emulator.settings import Settings, default_api_keys, parse_api_keys
 
     keys = parse_api_keys(",".join(args.api_key)) if args.api_key else default_api_keys()
     kwargs = {}
@@ -55,7 +55,7 @@ def settings_from_args(args: argparse.Namespace):
         kwargs["fsync"] = True
     if not args.path_import:
         kwargs["allow_path_import"] = False
-    from emulator.faults.plan import load_plan
+    from fwemu.emulator.faults.plan import load_plan
 
     load_plan(kwargs.get("fault_plan") or os.environ.get("FWEMU_FAULT_PLAN"))  # a bad plan is a usage error
     return Settings(data_dir=None if args.in_memory else args.data_dir, api_keys=keys,
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from emulator.app import create_app
+        from fwemu.emulator.app import create_app
 
         try:
             settings = settings_from_args(args)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import httpx
 
-from emulator.server_thread import free_port
+from fwemu.emulator.server_thread import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ class ServeProcess:
     def start(self, timeout_s: float = 30.0) -> "ServeProcess":
         """Start on a fresh free port and wait for /_emulator/health to answer 200."""
         self.port = free_port()
-        argv = [sys.executable, "-m", "emulator.cli", "serve", "--port", str(self.port),
+        argv = [sys.executable, "-m", "fwemu.emulator.cli", "serve", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--startup-delay", "0", *self.args]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:

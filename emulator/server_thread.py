@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from emulator.settings import Settings
+from fwemu.emulator.settings import Settings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,7 +54,7 @@ class ServerThread:
 def running_server(settings: Settings | None = None, app=None) -> Iterator[ServerThread]:
     """Yield a started ServerThread (`.url`, `.app`); stops it on exit."""
     if app is None:
-        from emulator.app import create_app
+        from fwemu.emulator.app import create_app
 
         app = create_app(settings or Settings())
     server = ServerThread(app).start()

@@ -8,8 +8,8 @@ from typing import Any, Iterator
 
 from fastapi import Request
 
-from emulator.settings import Settings
-from emulator.store import Clock, Store
+from fwemu.emulator.settings import Settings
+from fwemu.emulator.store import Clock, Store
 
 
 CLOCK_OFFSET_KEY = "clock_offset_us"

@@ -11,17 +11,17 @@ from fastapi import Body, FastAPI
 from fastapi.routing import APIRouter
 from fastapi.testclient import TestClient
 
-from emulator.app import create_app
-from emulator.lazy_routes import LazyAPIRoute, add_routes
-from emulator.settings import Settings
+from fwemu.emulator.app import create_app
+from fwemu.emulator.lazy_routes import LazyAPIRoute, add_routes
+from fwemu.emulator.settings import Settings
 
 
 FRESH_PROCESS = """
 import json
 from fastapi.testclient import TestClient
-from emulator.app import create_app
-from emulator.lazy_routes import LazyAPIRoute
-from emulator.settings import Settings
+from fwemu.emulator.app import create_app
+from fwemu.emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.settings import Settings
 
 app = create_app(Settings(data_dir=None))
 lazy = [r for r in app.routes if isinstance(r, LazyAPIRoute)]
@@ -94,7 +94,7 @@ def test_a_lazy_route_validates_and_documents_like_an_eager_one():
 
 
 def test_fwemu_serve_imports_leave_pydantic_v1_and_route_analysis_for_later():
-    code = ("import sys; from emulator.app import create_app; from emulator.settings import Settings; "
+    code = ("import sys; from fwemu.emulator.app import create_app; from fwemu.emulator.settings import Settings; "
             "create_app(Settings(data_dir=None)); print('pydantic.v1' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
@@ -108,7 +108,7 @@ def test_serve_builds_the_app_with_the_collector_off_then_freezes_it(monkeypatch
 
     import uvicorn
 
-    from emulator import serve
+    from fwemu.emulator import serve
 
     seen = {}
 

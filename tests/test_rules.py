@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator import rules
-from emulator.inspect import Kind
+from fwemu.emulator import rules
+from fwemu.emulator.inspect import Kind
 
 K = Kind
 

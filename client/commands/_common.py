@@ -11,9 +11,9 @@ from typing import Callable
 
 import httpx
 
-from client.control_plane import ControlPlaneClient
-from client.errors import FwApiError, FwError
-from client.retry import RetryPolicy
+from fwemu.client.control_plane import ControlPlaneClient
+from fwemu.client.errors import FwApiError, FwError
+from fwemu.client.retry import RetryPolicy
 
 LOCAL_BASE_URL = "http://127.0.0.1:8700"   # where `fwemu serve` listens by default
 LOCAL_DEV_API_KEY = "fw-local-dev"          # the emulator's built-in development key

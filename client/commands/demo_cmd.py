@@ -18,14 +18,14 @@ from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 
-from client.commands._common import add_connection_args, connection, human_errors
-from client.commands.ls_cmd import render
+from fwemu.client.commands._common import add_connection_args, connection, human_errors
+from fwemu.client.commands.ls_cmd import render
 
 DEMO_BASE_MODEL = "accounts/fireworks/models/qwen3-8b"
 
 
 def bundled_dataset() -> Path:
-    return Path(str(resources.files("client") / "data" / "tiny_chat.jsonl"))
+    return Path(str(resources.files("fwemu.client") / "data" / "tiny_chat.jsonl"))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +48,8 @@ def _verdict(ok: bool, stage: str, detail: str) -> bool:
 
 @human_errors
 def run(args: argparse.Namespace) -> int:
-    from client.control_plane import ControlPlaneClient
-    from client.recipes.sft_loop import Config, WeightSyncConfig, main
+    from fwemu.client.control_plane import ControlPlaneClient
+    from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig, main
 
     external = bool(args.base_url or os.environ.get("FIREWORKS_BASE_URL"))
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="fwemu-demo-"))
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
             base_url, api_key = connection(args)
             print(f"using the server at {base_url}")
         else:
-            from emulator.server_thread import running_server
-            from emulator.settings import Settings
+            from fwemu.emulator.server_thread import running_server
+            from fwemu.emulator.settings import Settings
 
             _, api_key = connection(args)
             settings = Settings(data_dir=workdir / "emulator", api_keys={api_key: "local"})

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from client.commands._common import add_connection_args, control_plane, human_errors
-from client.control_plane import CheckpointRow, ControlPlaneClient
-from client.errors import FwApiError
-from client.retry import NO_RETRY
+from fwemu.client.commands._common import add_connection_args, control_plane, human_errors
+from fwemu.client.control_plane import CheckpointRow, ControlPlaneClient
+from fwemu.client.errors import FwApiError
+from fwemu.client.retry import NO_RETRY
 
 log = logging.getLogger(__name__)
 

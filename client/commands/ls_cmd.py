@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from client.commands._common import add_connection_args, control_plane, human_errors, table
-from client.control_plane import CheckpointRow
-from client.timeparse import format_rfc3339
+from fwemu.client.commands._common import add_connection_args, control_plane, human_errors, table
+from fwemu.client.control_plane import CheckpointRow
+from fwemu.client.timeparse import format_rfc3339
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client.checkpoints import NoPromotableCheckpointError, describe_kinds, matches_logical_name, newest_promotable
-from client.commands._common import add_connection_args, control_plane, human_errors
-from client.errors import FwApiError, FwError
+from fwemu.client.checkpoints import NoPromotableCheckpointError, describe_kinds, matches_logical_name, newest_promotable
+from fwemu.client.commands._common import add_connection_args, control_plane, human_errors
+from fwemu.client.errors import FwApiError, FwError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import tomllib
 
-from client.commands._common import add_connection_args, connection, human_errors
+from fwemu.client.commands._common import add_connection_args, connection, human_errors
 
 # flag -> (Config field, type)
 _FLAGS = {
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """Config from the TOML file overlaid with the flags that were given."""
-    from client.recipes.sft_loop import Config, WeightSyncConfig
+    from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig
 
     values: dict = {}
     if args.config:
@@ -70,7 +70,7 @@ def build_config(args: argparse.Namespace):
 
 @human_errors
 def run(args: argparse.Namespace) -> int:
-    from client.recipes.sft_loop import main
+    from fwemu.client.recipes.sft_loop import main
 
     cfg = build_config(args)
     try:

@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from client.tokenizer import datum_from_tokens, encode, render_chat
+from fwemu.client.tokenizer import datum_from_tokens, encode, render_chat
 
 
 def load_examples(path: str | Path) -> list[dict]:

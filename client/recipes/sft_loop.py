@@ -1,6 +1,6 @@
 """Supervised fine-tuning loop with automatic save, resume and promotion.
 
-    from client.recipes.sft_loop import Config, WeightSyncConfig, main
+    from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig, main
     main(Config(log_path="./run", base_model="accounts/fireworks/models/qwen3-8b",
                 dataset="data.jsonl", tokenizer_model="Qwen/Qwen3-8B",
                 output_model_id="my-model", weight_sync=WeightSyncConfig(dcp_save_interval=10)))
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from client.checkpoints import ResumeInfo, TrainingCheckpoints
-from client.control_plane import ControlPlaneClient, TrainerJob
-from client.errors import FwApiError, FwError
-from client.progress import ProgressLine
-from client.recipes.sft_data import data_order, load_examples, to_datum, weight_sum
-from client.run_record import RunRecord
-from client.trainer_client import AdamParams, TrainerGatewayClient
+from fwemu.client.checkpoints import ResumeInfo, TrainingCheckpoints
+from fwemu.client.control_plane import ControlPlaneClient, TrainerJob
+from fwemu.client.errors import FwApiError, FwError
+from fwemu.client.progress import ProgressLine
+from fwemu.client.recipes.sft_data import data_order, load_examples, to_datum, weight_sum
+from fwemu.client.run_record import RunRecord
+from fwemu.client.trainer_client import AdamParams, TrainerGatewayClient
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import os
 import stat
 from pathlib import Path
 
-import emulator.inspect as inspector
-from emulator.inspect import Verdict
-from emulator.store.tar_stream import TarRejected, safe_member_name
+import fwemu.emulator.inspect as inspector
+from fwemu.emulator.inspect import Verdict
+from fwemu.emulator.store.tar_stream import TarRejected, safe_member_name
 
 COPY_CHUNK = 1 << 30  # one copy_file_range call moves up to this much; the kernel may move less
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from emulator import __version__, jobs
-from emulator.admin.local_peer import peer_uid
-from emulator.admin.path_import import PathImportRefused, check_source, copy_files, preflight
-from emulator.auth import caller_account, require_same_account
-from emulator.controlplane.access import JOB_ID_RE, load_job
-from emulator.controlplane.checkpoint_views import checkpoint_json
-from emulator.errors import ApiError, already_exists, invalid_argument, not_found
-from emulator.lazy_routes import LazyAPIRoute
-from emulator.services import Services, get_services
-from emulator.store import AlreadyExists, Rejected, rfc3339
-from emulator.store.tar_stream import TarExtractor, TarRejected
+from fwemu.emulator import __version__, jobs
+from fwemu.emulator.admin.local_peer import peer_uid
+from fwemu.emulator.admin.path_import import PathImportRefused, check_source, copy_files, preflight
+from fwemu.emulator.auth import caller_account, require_same_account
+from fwemu.emulator.controlplane.access import JOB_ID_RE, load_job
+from fwemu.emulator.controlplane.checkpoint_views import checkpoint_json
+from fwemu.emulator.errors import ApiError, already_exists, invalid_argument, not_found
+from fwemu.emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.services import Services, get_services
+from fwemu.emulator.store import AlreadyExists, Rejected, rfc3339
+from fwemu.emulator.store.tar_stream import TarExtractor, TarRejected
 
 PATH_IMPORT_UNAVAILABLE = "PATH_IMPORT_UNAVAILABLE"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from emulator.auth import require_same_account
-from emulator.errors import invalid_argument, not_found
-from emulator.services import Services
-from emulator.store import Job
+from fwemu.emulator.auth import require_same_account
+from fwemu.emulator.errors import invalid_argument, not_found
+from fwemu.emulator.services import Services
+from fwemu.emulator.store import Job
 
 JOB_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 

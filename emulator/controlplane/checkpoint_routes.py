@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from emulator.auth import caller_account, require_same_account
-from emulator.controlplane.access import load_job
-from emulator.controlplane.checkpoint_views import checkpoint_json
-from emulator.controlplane.promotion import promote
-from emulator.controlplane.schemas import PromoteBody
-from emulator.errors import invalid_argument, unavailable
-from emulator.lazy_routes import LazyAPIRoute
-from emulator.services import Services, get_services
+from fwemu.emulator.auth import caller_account, require_same_account
+from fwemu.emulator.controlplane.access import load_job
+from fwemu.emulator.controlplane.checkpoint_views import checkpoint_json
+from fwemu.emulator.controlplane.promotion import promote
+from fwemu.emulator.controlplane.schemas import PromoteBody
+from fwemu.emulator.errors import invalid_argument, unavailable
+from fwemu.emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.services import Services, get_services
 
 router = APIRouter(tags=["control plane: checkpoints"], route_class=LazyAPIRoute)
 

@@ -6,10 +6,10 @@ same way the listing does.
 
 from __future__ import annotations
 
-from emulator import rules
-from emulator.inspect import Kind
-from emulator.settings import Settings
-from emulator.store import CheckpointRow, rfc3339
+from fwemu.emulator import rules
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.settings import Settings
+from fwemu.emulator.store import CheckpointRow, rfc3339
 
 
 def listed_kind(row: CheckpointRow, settings: Settings) -> Kind | None:

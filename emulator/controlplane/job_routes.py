@@ -7,14 +7,14 @@ import secrets
 
 from fastapi import APIRouter, Depends, Query
 
-from emulator import jobs
-from emulator.auth import caller_account, require_same_account
-from emulator.controlplane.access import JOB_ID_RE, load_job
-from emulator.controlplane.schemas import CreateJobBody
-from emulator.errors import already_exists, failed_precondition, invalid_argument
-from emulator.lazy_routes import LazyAPIRoute
-from emulator.services import Services, get_services
-from emulator.store import AlreadyExists
+from fwemu.emulator import jobs
+from fwemu.emulator.auth import caller_account, require_same_account
+from fwemu.emulator.controlplane.access import JOB_ID_RE, load_job
+from fwemu.emulator.controlplane.schemas import CreateJobBody
+from fwemu.emulator.errors import already_exists, failed_precondition, invalid_argument
+from fwemu.emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.services import Services, get_services
+from fwemu.emulator.store import AlreadyExists
 
 router = APIRouter(tags=["control plane: accounts and trainer jobs"], route_class=LazyAPIRoute)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from emulator.auth import PUBLIC_ACCOUNT, caller_account, require_same_account
-from emulator.controlplane.promotion import operation_view
-from emulator.errors import not_found
-from emulator.lazy_routes import LazyAPIRoute
-from emulator.services import Services, get_services
+from fwemu.emulator.auth import PUBLIC_ACCOUNT, caller_account, require_same_account
+from fwemu.emulator.controlplane.promotion import operation_view
+from fwemu.emulator.errors import not_found
+from fwemu.emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.services import Services, get_services
 
 router = APIRouter(tags=["control plane: models and operations"], route_class=LazyAPIRoute)
 

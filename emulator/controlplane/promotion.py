@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import secrets
 
-from emulator import rules
-from emulator.controlplane.access import load_job
-from emulator.controlplane.checkpoint_views import listed_kind, listed_promotable
-from emulator.controlplane.schemas import PromoteBody
-from emulator.errors import already_exists, failed_precondition, invalid_argument, not_found
-from emulator.inspect import Kind
-from emulator.services import Services
-from emulator.store import AlreadyExists, rfc3339
+from fwemu.emulator import rules
+from fwemu.emulator.controlplane.access import load_job
+from fwemu.emulator.controlplane.checkpoint_views import listed_kind, listed_promotable
+from fwemu.emulator.controlplane.schemas import PromoteBody
+from fwemu.emulator.errors import already_exists, failed_precondition, invalid_argument, not_found
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.services import Services
+from fwemu.emulator.store import AlreadyExists, rfc3339
 
 MODEL_TYPE_URL = "type.googleapis.com/gateway.Model"
 

@@ -1,5 +1,5 @@
 """The /v1 control plane: the jobs, checkpoints and models routers, in matching order."""
 
-from emulator.controlplane import checkpoint_routes, job_routes, model_routes
+from fwemu.emulator.controlplane import checkpoint_routes, job_routes, model_routes
 
 routers = (job_routes.router, checkpoint_routes.router, model_routes.router)

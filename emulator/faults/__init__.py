@@ -12,16 +12,16 @@ file path), or POST /_emulator/v1/faults. docs/quirks.md describes the rule form
 
 from __future__ import annotations
 
-from emulator.faults.middleware import CRASH_EXIT_CODE, FaultMiddleware, commit_hook
-from emulator.faults.plan import FaultPlan, PlanError, Rule, load_plan, parse_rule
+from fwemu.emulator.faults.middleware import CRASH_EXIT_CODE, FaultMiddleware, commit_hook
+from fwemu.emulator.faults.plan import FaultPlan, PlanError, Rule, load_plan, parse_rule
 
 __all__ = ["CRASH_EXIT_CODE", "FaultPlan", "PlanError", "Rule", "install", "load_plan", "parse_rule"]
 
 
 def install(app, services) -> FaultPlan:
     """Give the app its fault plan (from settings), the middleware, the routes and the store hook."""
-    from emulator.faults.routes import router
-    from emulator.lazy_routes import add_routes
+    from fwemu.emulator.faults.routes import router
+    from fwemu.emulator.lazy_routes import add_routes
 
     plan = load_plan(services.settings.fault_plan)
     app.state.fault_plan = plan

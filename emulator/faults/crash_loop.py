@@ -1,6 +1,6 @@
 """Kill a real `fwemu serve` again and again in the middle of writes, and prove nothing is lost.
 
-    python -m emulator.faults.crash_loop --kills 50 [--seed 1] [--data-dir DIR] [--json]
+    python -m fwemu.emulator.faults.crash_loop --kills 50 [--seed 1] [--data-dir DIR] [--json]
 
 Each round: the server (a subprocess on one data dir) is driven by a few client threads doing
 checkpoint imports, promotions and listings over real HTTP (and, every few rounds, a trainer
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import httpx
 
-from emulator.faults.middleware import CRASH_EXIT_CODE
-from emulator.inspect import Kind, inspect_checkpoint
-from emulator.server_process import ServeProcess
+from fwemu.emulator.faults.middleware import CRASH_EXIT_CODE
+from fwemu.emulator.inspect import Kind, inspect_checkpoint
+from fwemu.emulator.server_process import ServeProcess
 
 KEY, ACCOUNT = "crash-loop-key", "crash"
 BASE = "accounts/fireworks/models/crash-base"
@@ -69,7 +69,7 @@ def sample_archives(workdir: Path) -> dict[str, tuple[bytes, str]]:
     """Tars of real checkpoints of each kind, plus a larger sharded one so kills land mid-upload."""
     import torch
 
-    from emulator.inspect.examples import hf_tensors, write_example, write_hf
+    from fwemu.emulator.inspect.examples import hf_tensors, write_example, write_hf
 
     out: dict[str, tuple[bytes, str]] = {}
     for kind in (Kind.TRAINING, Kind.TRAINING_LORA, Kind.INFERENCE_BASE, Kind.INFERENCE_LORA):
@@ -93,7 +93,7 @@ def _tar(directory: Path) -> bytes:
 
 # ------------------------------------------------------------------------------ the server
 class Server(ServeProcess):
-    """`python -m emulator.cli serve` on a data dir, as a user runs it: tiny model, one key, a log file."""
+    """`python -m fwemu.emulator.cli serve` on a data dir, as a user runs it: tiny model, one key, a log file."""
 
     def __init__(self, data_dir: Path, log_path: Path):
         super().__init__(data_dir, ["--api-key", f"{KEY}={ACCOUNT}"], log_path=log_path,
@@ -403,7 +403,7 @@ def run_loop(kills: int, seed: int = 1, data_dir: Path | None = None, *, crash_e
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emulator.faults.crash_loop", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fwemu.emulator.faults.crash_loop", description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=50, help="SIGKILLs to survive (injected crashes come on top)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data-dir", type=Path, default=None, help="keep the state here (default: a temp dir)")

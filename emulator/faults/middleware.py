@@ -16,11 +16,11 @@ from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
 
-from emulator import jobs
-from emulator.auth import api_key_of
-from emulator.errors import ApiError
-from emulator.faults.operations import CRASH_POINTS, classify
-from emulator.faults.plan import FaultPlan, Firing
+from fwemu.emulator import jobs
+from fwemu.emulator.auth import api_key_of
+from fwemu.emulator.errors import ApiError
+from fwemu.emulator.faults.operations import CRASH_POINTS, classify
+from fwemu.emulator.faults.plan import FaultPlan, Firing
 
 log = logging.getLogger("fwemu.faults")
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.errors import STATUSES
+from fwemu.emulator.errors import STATUSES
 
 ACTIONS = ("error", "delay", "drop", "crash", "preempt")
 STAGES = ("before", "after")

@@ -11,10 +11,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from emulator.auth import caller_account
-from emulator.errors import invalid_argument
-from emulator.faults.plan import ACTIONS, MAX_DELAY_S, MAX_RULES, STAGES, FaultPlan, PlanError
-from emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.auth import caller_account
+from fwemu.emulator.errors import invalid_argument
+from fwemu.emulator.faults.plan import ACTIONS, MAX_DELAY_S, MAX_RULES, STAGES, FaultPlan, PlanError
+from fwemu.emulator.lazy_routes import LazyAPIRoute
 
 router = APIRouter(prefix="/_emulator/v1", tags=["emulator admin: faults"], route_class=LazyAPIRoute)
 

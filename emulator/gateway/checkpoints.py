@@ -22,13 +22,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emulator import rules
-from emulator.controlplane.access import retention_over
-from emulator.gateway.runtime import ModelState
-from emulator.gateway.sequencer import UserError
-from emulator.inspect import Kind
-from emulator.services import Services
-from emulator.store import AlreadyExists, CheckpointRow, Rejected
+from fwemu.emulator import rules
+from fwemu.emulator.controlplane.access import retention_over
+from fwemu.emulator.gateway.runtime import ModelState
+from fwemu.emulator.gateway.sequencer import UserError
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.services import Services
+from fwemu.emulator.store import AlreadyExists, CheckpointRow, Rejected
 
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 CROSS_JOB_PREFIX = "cross_job://"

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from emulator.gateway import checkpoints
-from emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState
-from emulator.gateway.sequencer import UserError
-from emulator.services import Services
+from fwemu.emulator.gateway import checkpoints
+from fwemu.emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState
+from fwemu.emulator.gateway.sequencer import UserError
+from fwemu.emulator.services import Services
 
 
 def trainer_of(model: ModelState):
@@ -34,7 +34,7 @@ def _trainable(model: ModelState):
 
 def create_model(model: ModelState) -> dict:
     # torch is imported here, on the worker, the first time any model is created.
-    from emulator.trainer.model_session import TrainerModel
+    from fwemu.emulator.trainer.model_session import TrainerModel
 
     try:
         trainer = TrainerModel(model.base_model, lora_rank=model.lora_rank,

@@ -18,17 +18,17 @@ from typing import Any, Callable
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 
-from emulator import jobs
-from emulator.auth import caller_account, require_same_account
-from emulator.errors import ApiError, failed_precondition, invalid_argument, not_found
-from emulator.gateway import operations as ops
-from emulator.gateway.futures import Owner
-from emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState, runtime_of
-from emulator.gateway.sequencer import Work
-from emulator.inspect import Kind
-from emulator.lazy_routes import LazyAPIRoute
-from emulator.services import Services, get_services
-from emulator.store import Job
+from fwemu.emulator import jobs
+from fwemu.emulator.auth import caller_account, require_same_account
+from fwemu.emulator.errors import ApiError, failed_precondition, invalid_argument, not_found
+from fwemu.emulator.gateway import operations as ops
+from fwemu.emulator.gateway.futures import Owner
+from fwemu.emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState, runtime_of
+from fwemu.emulator.gateway.sequencer import Work
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.lazy_routes import LazyAPIRoute
+from fwemu.emulator.services import Services, get_services
+from fwemu.emulator.store import Job
 
 PREFIX = "/training/v1/rlorTrainerJobs/{account}/{job_id}/api/v1"
 router = APIRouter(prefix=PREFIX, tags=["trainer gateway"], route_class=LazyAPIRoute)

@@ -19,10 +19,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.gateway.futures import FutureTable
-from emulator.gateway.sequencer import ModelWorker
-from emulator.services import Services
-from emulator.store import Job
+from fwemu.emulator.gateway.futures import FutureTable
+from fwemu.emulator.gateway.sequencer import ModelWorker
+from fwemu.emulator.services import Services
+from fwemu.emulator.store import Job
 
 EXTENSION_KEY = "gateway"
 MAX_IDEMPOTENCY_KEYS = 8192

@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from emulator.gateway.futures import SERVER, USER, FutureRecord, failure
+from fwemu.emulator.gateway.futures import SERVER, USER, FutureRecord, failure
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, UserError):
         return True
     # The trainer's own user-error type, recognised without importing torch here.
-    trainer = sys.modules.get("emulator.trainer.model_session")
+    trainer = sys.modules.get("fwemu.emulator.trainer.model_session")
     user_type = getattr(trainer, "TrainerUserError", None) if trainer else None
     return user_type is not None and isinstance(exc, user_type)
 

@@ -1,6 +1,6 @@
 """Checkpoint kind from bytes: pure Python, no torch, no HTTP.
 
-    from emulator.inspect import Kind, Verdict, inspect_checkpoint, fingerprint
+    from fwemu.emulator.inspect import Kind, Verdict, inspect_checkpoint, fingerprint
 
 `inspect_checkpoint(path)` reads a checkpoint directory's file list, JSON configs, safetensors
 headers and DCP metadata (through a safe unpickler) and returns a `Verdict`: exactly one `Kind`,

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from emulator import rules
+from fwemu.emulator import rules
 
 from .classify import inspect_checkpoint
 from .kinds import Kind
@@ -103,7 +103,7 @@ def _write_example(kind: str, dest: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m emulator.inspect.cli ...`: the same command without the `fwemu` dispatcher."""
+    """`python -m fwemu.emulator.inspect.cli ...`: the same command without the `fwemu` dispatcher."""
     parser = argparse.ArgumentParser(prog="fwemu inspect", description=__doc__.strip())
     configure(parser)
     return run(parser.parse_args(argv))

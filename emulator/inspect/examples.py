@@ -227,7 +227,7 @@ def write_peft(dest: str | os.PathLike, r: int = 4, dora: bool = False,
 
 def write_arc_v2(dest: str | os.PathLike, base_identity: str = "step-0-0a1b2c3d") -> None:
     """INFERENCE_ARC_V2: the delta of a perturbed copy of the example weights against them."""
-    from emulator.trainer.arc_v2 import make_delta
+    from fwemu.emulator.trainer.arc_v2 import make_delta
 
     with tempfile.TemporaryDirectory() as tmp:
         base, target = Path(tmp, "base"), Path(tmp, "target")

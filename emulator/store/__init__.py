@@ -1,7 +1,7 @@
 """Metadata (SQLite) and blob directories, with atomic checkpoint and model commits."""
 
-from emulator.store.clock import Clock, rfc3339
-from emulator.store.store import (
+from fwemu.emulator.store.clock import Clock, rfc3339
+from fwemu.emulator.store.store import (
     AlreadyExists,
     CheckpointRow,
     Job,

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import emulator.inspect as inspector  # inspector.inspect_checkpoint / .fingerprint load on first use
-from emulator.inspect import Kind, Verdict
-from emulator.store.atomic import link_or_copy_tree, publish_dir, remove_tree
-from emulator.store.clock import Clock
+import fwemu.emulator.inspect as inspector  # inspector.inspect_checkpoint / .fingerprint load on first use
+from fwemu.emulator.inspect import Kind, Verdict
+from fwemu.emulator.store.atomic import link_or_copy_tree, publish_dir, remove_tree
+from fwemu.emulator.store.clock import Clock
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emulator.inspect import Kind, inspect_checkpoint
-from emulator.inspect.families import ARC_MANIFEST, DELTA_FORMAT
-from emulator.inspect.names import DELTA_MANIFEST, HF_CONFIG, SAFETENSORS_SUFFIX
-from emulator.inspect.reader import CheckpointDir, Rejected
-from emulator.inspect.safetensors_header import Header, encode_header, read_header
+from fwemu.emulator.inspect import Kind, inspect_checkpoint
+from fwemu.emulator.inspect.families import ARC_MANIFEST, DELTA_FORMAT
+from fwemu.emulator.inspect.names import DELTA_MANIFEST, HF_CONFIG, SAFETENSORS_SUFFIX
+from fwemu.emulator.inspect.reader import CheckpointDir, Rejected
+from fwemu.emulator.inspect.safetensors_header import Header, encode_header, read_header
 
 CHUNK = 8 * 1024 * 1024
 MARKERS = ("delta_format", "target_adler32")

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from client.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from fwemu.client.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 ENV_MODEL_SIZE = "FWEMU_MODEL_SIZE"
 

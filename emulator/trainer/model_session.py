@@ -43,7 +43,7 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
-from client.tokenizer import PAD_ID
+from fwemu.client.tokenizer import PAD_ID
 
 from . import losses
 from .errors import TrainerUserError

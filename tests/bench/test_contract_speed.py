@@ -13,7 +13,7 @@ import pytest
 def test_every_rule_and_invariant_is_counted():
     from hypothesis import stateful
 
-    from contracts.machine import ContractMachine
+    from fwemu.contracts.machine import ContractMachine
 
     names = ("RULE_MARKER", "INITIALIZE_RULE_MARKER", "INVARIANT_MARKER")
     # a Hypothesis that renamed these would leave the check below blind: fail loudly instead
@@ -32,8 +32,8 @@ def test_every_rule_and_invariant_is_counted():
 
 @pytest.mark.slow
 def test_report_counts_state_machine_steps():
-    from contracts.machine import STEPS
-    from contracts.runner import run_contracts
+    from fwemu.contracts.machine import STEPS
+    from fwemu.contracts.runner import run_contracts
 
     report = run_contracts(max_examples=2, steps=6, seed=0, properties=False, shrink=False)
     machine = report.machine_run
@@ -51,7 +51,7 @@ def test_report_counts_state_machine_steps():
 
 
 def test_table_without_a_machine_run_has_no_step_line():
-    from contracts.runner import Report
+    from fwemu.contracts.runner import Report
 
     report = Report("t", "client", 0, 1, [])
     assert report.steps == 0 and report.steps_per_second is None

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from client.recipes.sft_loop import Config, WeightSyncConfig
+from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig
 
 KEY, ACCOUNT = "test-key", "test-acct"
 BASE_MODEL = "accounts/fireworks/models/qwen3-8b"
@@ -81,7 +81,7 @@ class Emulator:
     def transport(self, log: RequestLog | None = None, fail=None) -> Any:
         """A fresh transport for one client run (clients close theirs when done)."""
         if self.url is None:
-            from client.transport import SyncBridgeTransport
+            from fwemu.client.transport import SyncBridgeTransport
             inner: httpx.BaseTransport = SyncBridgeTransport(httpx.ASGITransport(self.app))
         else:
             inner = httpx.HTTPTransport()
@@ -110,12 +110,12 @@ class Emulator:
                       transport=self.transport(log, fail), **values)
 
     def control_plane(self, **kw):
-        from client.control_plane import ControlPlaneClient
+        from fwemu.client.control_plane import ControlPlaneClient
         return ControlPlaneClient(self.base_url, KEY, self.transport(), **kw)
 
 
 def _settings(tmp: Path, quirks: frozenset[str] = frozenset()):
-    from emulator.settings import Settings
+    from fwemu.emulator.settings import Settings
     return Settings(data_dir=tmp, api_keys={KEY: ACCOUNT}, startup_delay_s=0.01, quirks=quirks, breaks=frozenset())
 
 
@@ -125,7 +125,7 @@ def http_emulator(tmp_path_factory):
 
     The rename-dcp-saves quirk is on: it only changes names when the trainer's step differs from the
     caller's, and our client must cope with that on every path anyway."""
-    from emulator.server_thread import running_server
+    from fwemu.emulator.server_thread import running_server
 
     settings = _settings(tmp_path_factory.mktemp("http-emulator"), frozenset({"rename-dcp-saves"}))
     with running_server(settings) as server:
@@ -135,7 +135,7 @@ def http_emulator(tmp_path_factory):
 @pytest.fixture
 def make_asgi_emulator(tmp_path):
     """Build in-process emulators with the given quirks; all are shut down after the test."""
-    from emulator.app import create_app
+    from fwemu.emulator.app import create_app
 
     apps = []
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from client.control_plane import CheckpointRow, Model
-from client.errors import FwApiError
-from client.trainer_client import SamplerSave
+from fwemu.client.control_plane import CheckpointRow, Model
+from fwemu.client.errors import FwApiError
+from fwemu.client.trainer_client import SamplerSave
 
 ACCOUNT = "acct"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from client.trainer_client import TrainerGatewayClient
+from fwemu.client.trainer_client import TrainerGatewayClient
 from tests.client.conftest import BASE_MODEL, KEY, RequestLog
 
 

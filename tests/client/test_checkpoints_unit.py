@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from client.checkpoints import (CheckpointListingError, NoPromotableCheckpointError, TrainingCheckpoints,
+from fwemu.client.checkpoints import (CheckpointListingError, NoPromotableCheckpointError, TrainingCheckpoints,
                                 matches_logical_name)
-from client.control_plane import CheckpointRow, sort_newest_first
+from fwemu.client.control_plane import CheckpointRow, sort_newest_first
 from tests.client.fakes import FakeControlPlane, FakeTrainer, wire_row
 
 JOB = "job-a"

@@ -9,14 +9,14 @@ import shutil
 
 import pytest
 
-from client.recipes.sft_loop import main
-from emulator.cli import COMMANDS
+from fwemu.client.recipes.sft_loop import main
+from fwemu.emulator.cli import COMMANDS
 from tests.client.conftest import ACCOUNT, BASE_MODEL, DATASET, KEY
 from tests.client.helpers import Stop, interrupt_after_save
 
 
 def run_cmd(name: str, argv: list[str]) -> int:
-    module = importlib.import_module(f"client.commands.{name}")
+    module = importlib.import_module(f"fwemu.client.commands.{name}")
     parser = argparse.ArgumentParser(prog=f"fwemu {name}")
     module.configure(parser)
     return module.run(parser.parse_args(argv))
@@ -35,7 +35,7 @@ def conn(emu) -> list[str]:
 
 def test_every_client_command_module_has_the_cli_interface():
     for module_name, _ in COMMANDS.values():
-        if module_name.startswith("client."):
+        if module_name.startswith("fwemu.client."):
             module = importlib.import_module(module_name)
             assert callable(module.configure) and callable(module.run), module_name
 

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from client.control_plane import ControlPlaneClient, PromotionError, normalize_kind
-from client.errors import FwApiError, FwError
-from client.retry import RetryPolicy
+from fwemu.client.control_plane import ControlPlaneClient, PromotionError, normalize_kind
+from fwemu.client.errors import FwApiError, FwError
+from fwemu.client.retry import RetryPolicy
 
 CKPT = "accounts/acct/rlorTrainerJobs/job-1/checkpoints/step-4-abcdef01"
 MODEL = {"name": "accounts/acct/models/my-model", "state": "READY", "kind": "HF_PEFT_ADDON",

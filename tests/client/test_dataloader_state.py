@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from client import fileio
-from client.dataloader_state import KEEP, DataloaderState, step_from_name
+from fwemu.client import fileio
+from fwemu.client.dataloader_state import KEEP, DataloaderState, step_from_name
 
 
 def test_record_and_read_back(tmp_path):
@@ -88,7 +88,7 @@ def test_step_from_name(name, step):
 
 def test_step_from_name_reads_retried_and_suffixed_names():
     """Regression: a save retried as `step-N-1` must still resume at step N without dataloader.json."""
-    from client.dataloader_state import step_from_name
+    from fwemu.client.dataloader_state import step_from_name
 
     assert step_from_name("step-12") == 12
     assert step_from_name("step-12-1") == 12

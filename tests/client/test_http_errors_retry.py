@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from client.errors import FwApiError, FwConnectionError, parse_error_body
-from client.http import ApiSession
-from client.retry import RetryPolicy, is_retryable_status
+from fwemu.client.errors import FwApiError, FwConnectionError, parse_error_body
+from fwemu.client.http import ApiSession
+from fwemu.client.retry import RetryPolicy, is_retryable_status
 
 
 class FakeClock:

@@ -11,10 +11,10 @@ import logging
 
 import pytest
 
-from client.checkpoints import NoPromotableCheckpointError, TrainingCheckpoints
-from client.errors import FwApiError
-from client.recipes.sft_data import load_examples, to_datum
-from client.recipes.sft_loop import main
+from fwemu.client.checkpoints import NoPromotableCheckpointError, TrainingCheckpoints
+from fwemu.client.errors import FwApiError
+from fwemu.client.recipes.sft_data import load_examples, to_datum
+from fwemu.client.recipes.sft_loop import main
 from tests.client.conftest import BASE_MODEL, DATASET, RequestLog
 from tests.client.helpers import Stop, batches, check_save_order, interrupt_after_save, trainer_for
 

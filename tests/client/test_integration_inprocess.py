@@ -8,10 +8,10 @@ import json
 import httpx
 import pytest
 
-from client.checkpoints import CheckpointListingError
-from client.control_plane import ControlPlaneClient
-from client.errors import FwError
-from client.recipes.sft_loop import main
+from fwemu.client.checkpoints import CheckpointListingError
+from fwemu.client.control_plane import ControlPlaneClient
+from fwemu.client.errors import FwError
+from fwemu.client.recipes.sft_loop import main
 from tests.client.conftest import BASE_MODEL, KEY, RequestLog
 from tests.client.helpers import Stop, batches, check_save_order, interrupt_after_save
 
@@ -118,9 +118,9 @@ def test_explicit_job_must_match_the_log_paths_job(make_asgi_emulator, tmp_path)
 def test_promotable_save_of_one_name_twice_from_one_client_gets_a_free_name(make_asgi_emulator, tmp_path):
     """Regression (found by the contract suite): the same training client saving `step-N` promotable
     twice, with training in between, must not resend the same `step-N-<suffix>` and be refused."""
-    from client.checkpoints import TrainingCheckpoints
-    from client.trainer_client import TrainerGatewayClient
-    from client.tokenizer import chat_datum
+    from fwemu.client.checkpoints import TrainingCheckpoints
+    from fwemu.client.trainer_client import TrainerGatewayClient
+    from fwemu.client.tokenizer import chat_datum
 
     emu = make_asgi_emulator()
     with emu.control_plane() as cp:

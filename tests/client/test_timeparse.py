@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from client.timeparse import format_rfc3339, parse_rfc3339, parse_rfc3339_or_none
+from fwemu.client.timeparse import format_rfc3339, parse_rfc3339, parse_rfc3339_or_none
 
 UTC = timezone.utc
 

@@ -8,9 +8,9 @@ import re
 import httpx
 import pytest
 
-from client.errors import FwError, TrainerRequestError
-from client.retry import RetryPolicy
-from client.trainer_client import AdamParams, TrainerGatewayClient, validate_checkpoint_ref
+from fwemu.client.errors import FwError, TrainerRequestError
+from fwemu.client.retry import RetryPolicy
+from fwemu.client.trainer_client import AdamParams, TrainerGatewayClient, validate_checkpoint_ref
 
 GW = "http://gw/training/v1/rlorTrainerJobs/acct/job-1"
 

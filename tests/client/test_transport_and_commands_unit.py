@@ -11,11 +11,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from client.commands import import_cmd, train_cmd
-from client.commands.ls_cmd import render
-from client.control_plane import CheckpointRow
-from client.http import ApiSession
-from client.transport import SyncBridgeTransport, as_sync_transport
+from fwemu.client.commands import import_cmd, train_cmd
+from fwemu.client.commands.ls_cmd import render
+from fwemu.client.control_plane import CheckpointRow
+from fwemu.client.http import ApiSession
+from fwemu.client.transport import SyncBridgeTransport, as_sync_transport
 
 
 def echo_app() -> FastAPI:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contracts.runner import run_contracts
-from contracts.targets import InProcessTarget
+from fwemu.contracts.runner import run_contracts
+from fwemu.contracts.targets import InProcessTarget
 
 
 def test_clean_emulator_passes_every_invariant(fw_contracts):

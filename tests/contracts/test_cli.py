@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.cli import main
+from fwemu.emulator.cli import main
 
 
 def test_contracts_with_a_break_switch_fails_and_names_the_invariant(capsys):

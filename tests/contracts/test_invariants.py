@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from contracts import invariants as inv
-from contracts.faults import FaultPlan, FaultTransport
-from contracts.invariants import InvariantViolation, ListedRow
-from contracts.model import JobModel, chain_type, sampler_kind
-from contracts.runner import InvariantResult, Report, expected_ids
+from fwemu.contracts import invariants as inv
+from fwemu.contracts.faults import FaultPlan, FaultTransport
+from fwemu.contracts.invariants import InvariantViolation, ListedRow
+from fwemu.contracts.model import JobModel, chain_type, sampler_kind
+from fwemu.contracts.runner import InvariantResult, Report, expected_ids
 
 T0, T1, T2 = "2026-01-01T00:00:01Z", "2026-01-01T00:00:01.500Z", "2026-01-01T00:00:02.000001Z"
 
@@ -174,7 +174,7 @@ def test_model_dataloader_mirror_keeps_newest_twenty_and_moves_rerecorded_entrie
 
 
 def test_expected_ids_read_from_the_break_switch_descriptions():
-    from emulator.settings import BREAK_SWITCHES
+    from fwemu.emulator.settings import BREAK_SWITCHES
 
     for switch in BREAK_SWITCHES:
         assert expected_ids(switch), f"{switch!r} does not say which invariant it breaks: {BREAK_SWITCHES[switch]}"

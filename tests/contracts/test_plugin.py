@@ -48,7 +48,7 @@ def _inner_pytest(tmp_path: Path, *args: str, env: dict | None = None) -> subpro
             assert 1 + 1 == 2
     """))
     # Load the plugin explicitly (and only once, whether or not fwemu is pip-installed).
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:fwemu_contracts", "-p", "contracts.plugin",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:fwemu_contracts", "-p", "fwemu.contracts.plugin",
            "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py"), *args]
     full_env = {k: v for k, v in os.environ.items() if k != "FIREWORKS_API_KEY"}
     full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.runner import run_contracts
-from contracts.targets import InProcessTarget
+from fwemu.contracts.runner import run_contracts
+from fwemu.contracts.targets import InProcessTarget
 
 QUIRKS_THE_SUITE_HANDLES = ["mixed-precision-timestamps", "rename-dcp-saves", "slow-operations", "list-failures",
                             "listing-delay"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.runner import expected_ids, run_contracts
-from contracts.targets import InProcessTarget
-from emulator.settings import BREAK_SWITCHES
+from fwemu.contracts.runner import expected_ids, run_contracts
+from fwemu.contracts.targets import InProcessTarget
+from fwemu.emulator.settings import BREAK_SWITCHES
 
 
 @pytest.mark.parametrize("switch", sorted(BREAK_SWITCHES))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from emulator.app import create_app
-from emulator.settings import Settings
+from fwemu.emulator.app import create_app
+from fwemu.emulator.settings import Settings
 
 KEY_A, KEY_B = "key-a", "key-b"
 BASE = "accounts/fireworks/models/qwen3-8b"

@@ -186,6 +186,6 @@ def test_rows_saved_after_a_restart_sort_after_earlier_ones_even_on_whole_second
         import_dir(cp, "job-1", "c", hf_dir(tmp_path / "c"))
         listed = rows(cp, "job-1")["checkpoints"]
     assert [r["name"][-1] for r in listed] == ["a", "b", "c"]
-    from client.timeparse import parse_rfc3339
+    from fwemu.client.timeparse import parse_rfc3339
     times = [parse_rfc3339(r["createTime"]) for r in listed]
     assert times == sorted(times) and len(set(times)) == 3

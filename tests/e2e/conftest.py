@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.server_process import ServeProcess as _ServeProcess
+from fwemu.emulator.server_process import ServeProcess as _ServeProcess
 
 KEYS = {"fw-e2e-a": "team-a", "fw-e2e-b": "team-b"}
 

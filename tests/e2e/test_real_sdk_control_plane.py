@@ -23,7 +23,7 @@ KEY_A, KEY_B = "fw-e2e-a", "fw-e2e-b"
 
 def fwemu_import(server: ServeProcess, job: str, name: str, directory, key=KEY_A) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "emulator.cli", "import", "--job", job, "--name", name, str(directory),
+        [sys.executable, "-m", "fwemu.emulator.cli", "import", "--job", job, "--name", name, str(directory),
          "--base-url", server.url, "--api-key", key],
         capture_output=True, text=True, timeout=120)
 

@@ -14,9 +14,9 @@ from typing import Iterator
 import httpx
 from fastapi.testclient import TestClient
 
-from emulator.app import create_app
-from emulator.gateway.runtime import runtime_of
-from emulator.settings import Settings
+from fwemu.emulator.app import create_app
+from fwemu.emulator.gateway.runtime import runtime_of
+from fwemu.emulator.settings import Settings
 
 KEY = "fw-test-key"
 OTHER_KEY = "fw-other-key"

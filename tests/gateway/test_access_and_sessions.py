@@ -148,8 +148,8 @@ def test_torch_is_imported_only_when_a_model_is_created():
     code = textwrap.dedent("""
         import sys
         from fastapi.testclient import TestClient
-        from emulator.app import create_app
-        from emulator.settings import Settings
+        from fwemu.emulator.app import create_app
+        from fwemu.emulator.settings import Settings
         app = create_app(Settings(data_dir=None, startup_delay_s=0, api_keys={"k": "local"}))
         h = {"X-Api-Key": "k"}
         gw = "/training/v1/rlorTrainerJobs/local/j/api/v1/"

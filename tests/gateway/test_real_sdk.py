@@ -19,8 +19,8 @@ from fireworks.training.sdk import (
 )
 from fireworks.training.sdk import types as sdk_types
 
-from emulator.app import create_app
-from emulator.server_thread import running_server
+from fwemu.emulator.app import create_app
+from fwemu.emulator.server_thread import running_server
 from tests.gateway.helpers import BASE, TEXT, settings
 
 FW_KEY, TML_KEY = "fw-test-key", "tml-local-test"

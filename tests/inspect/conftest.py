@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator.inspect import Kind
-from emulator.inspect.examples import hf_tensors, write_dcp, write_hf, write_peft
-from emulator.trainer.arc_v2 import make_delta
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.inspect.examples import hf_tensors, write_dcp, write_hf, write_peft
+from fwemu.emulator.trainer.arc_v2 import make_delta
 
 # name -> the kind it must be classified as
 EXPECTED = {

@@ -8,9 +8,9 @@ import zlib
 
 import pytest
 
-from emulator.inspect import Kind, inspect_checkpoint
-from emulator.inspect.examples import hf_tensors, write_hf
-from emulator.trainer.arc_v2 import apply_delta, make_delta
+from fwemu.emulator.inspect import Kind, inspect_checkpoint
+from fwemu.emulator.inspect.examples import hf_tensors, write_hf
+from fwemu.emulator.trainer.arc_v2 import apply_delta, make_delta
 
 from .conftest import read_raw_header
 

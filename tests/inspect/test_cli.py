@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from emulator.inspect.cli import main
+from fwemu.emulator.inspect.cli import main
 
 JSON_KEYS = {"path", "kind", "resumable", "promotable", "reason"}
 
@@ -103,7 +103,7 @@ def test_example_usage_errors(capsys, tmp_path, artifacts):
 
 def test_as_a_process_no_traceback_and_exit_codes(artifacts, tmp_path):
     """The real entry module in a subprocess: exit statuses and stderr as a user sees them."""
-    cmd = [sys.executable, "-m", "emulator.inspect.cli"]
+    cmd = [sys.executable, "-m", "fwemu.emulator.inspect.cli"]
     ok = subprocess.run(cmd + [str(artifacts["hf"])], capture_output=True, text=True)
     bad = subprocess.run(cmd + [str(tmp_path), "--json"], capture_output=True, text=True)
     usage = subprocess.run(cmd + [str(tmp_path / "missing")], capture_output=True, text=True)

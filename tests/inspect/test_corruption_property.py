@@ -14,8 +14,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from emulator.inspect import inspect_checkpoint
-from emulator.inspect.classify import INTERNAL_ERROR
+from fwemu.emulator.inspect import inspect_checkpoint
+from fwemu.emulator.inspect.classify import INTERNAL_ERROR
 
 from .conftest import EXPECTED
 

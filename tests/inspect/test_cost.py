@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from emulator.inspect import Kind, fingerprint, inspect_checkpoint
-from emulator.inspect.examples import CONFIG
-from emulator.inspect.safetensors_header import encode_header
+from fwemu.emulator.inspect import Kind, fingerprint, inspect_checkpoint
+from fwemu.emulator.inspect.examples import CONFIG
+from fwemu.emulator.inspect.safetensors_header import encode_header
 
 HEADER_PAD = 4096  # equal-length headers for checkpoints that differ only in tensor sizes
 

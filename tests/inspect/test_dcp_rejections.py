@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 
-from emulator.inspect import Kind, inspect_checkpoint
-from emulator.inspect import dcp_metadata
+from fwemu.emulator.inspect import Kind, inspect_checkpoint
+from fwemu.emulator.inspect import dcp_metadata
 
 SUFFIX = "; refusing to load it (a crafted .metadata runs code in torch)"
 
@@ -285,7 +285,7 @@ def test_tensor_metadata_bounds(clone, field, value, message):
 
 
 def test_metadata_over_the_size_cap(clone, monkeypatch):
-    from emulator.inspect import families
+    from fwemu.emulator.inspect import families
 
     d = clone("dcp")
     monkeypatch.setattr(families, "MAX_DCP_METADATA", 100)

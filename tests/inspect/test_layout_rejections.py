@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from emulator.inspect import inspect_checkpoint, names
-from emulator.inspect.safetensors_header import encode_header
+from fwemu.emulator.inspect import inspect_checkpoint, names
+from fwemu.emulator.inspect.safetensors_header import encode_header
 
 from .conftest import rewrite_header, set_json_field
 
@@ -136,7 +136,7 @@ def test_not_a_directory_and_missing(tmp_path):
 
 def test_too_many_files(clone, monkeypatch):
     d = clone("hf")
-    monkeypatch.setattr("emulator.inspect.reader.MAX_FILES", 5)
+    monkeypatch.setattr("fwemu.emulator.inspect.reader.MAX_FILES", 5)
     for i in range(5):
         (d / f"README{i}.md").write_text("")
     rejected(d, ".: more than 5 entries; refusing to inspect")

@@ -11,10 +11,10 @@ import sys
 
 SCRIPT = """
 import json, sys
-from emulator.inspect import inspect_checkpoint, fingerprint, Kind, Verdict
-from emulator.inspect import cli  # the command module the fwemu dispatcher imports
-from emulator import rules
-from emulator.trainer import arc_v2
+from fwemu.emulator.inspect import inspect_checkpoint, fingerprint, Kind, Verdict
+from fwemu.emulator.inspect import cli  # the command module the fwemu dispatcher imports
+from fwemu.emulator import rules
+from fwemu.emulator.trainer import arc_v2
 kinds = [str(inspect_checkpoint(p).kind) for p in sys.argv[1:]]
 fingerprint(sys.argv[1])
 rules.is_promotable(Kind.INFERENCE_BASE)

@@ -8,8 +8,8 @@ import struct
 import pytest
 from safetensors import deserialize
 
-from emulator.inspect import inspect_checkpoint
-from emulator.inspect.safetensors_header import encode_header
+from fwemu.emulator.inspect import inspect_checkpoint
+from fwemu.emulator.inspect.safetensors_header import encode_header
 
 from .conftest import read_raw_header, rewrite_header, set_json_field, write_raw
 
@@ -265,7 +265,7 @@ def test_bad_adapter_config(clone, field, value, reason):
 
 def test_adapter_without_lora_pairs(clone):
     d = clone("peft")
-    from emulator.inspect.safetensors_header import encode_header as enc
+    from fwemu.emulator.inspect.safetensors_header import encode_header as enc
 
     (d / "adapter_model.safetensors").write_bytes(enc({"base_model.model.lm_head.weight": ("F32", [2], 0, 8)})
                                                   + b"\0" * 8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.inspect import Kind, Verdict, inspect_checkpoint
+from fwemu.emulator.inspect import Kind, Verdict, inspect_checkpoint
 
 from .conftest import EXPECTED
 

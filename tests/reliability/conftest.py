@@ -16,9 +16,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from emulator.app import create_app
-from emulator.server_thread import ServerThread
-from emulator.settings import Settings
+from fwemu.emulator.app import create_app
+from fwemu.emulator.server_thread import ServerThread
+from fwemu.emulator.settings import Settings
 
 KEY_A, KEY_B = "rel-key-a", "rel-key-b"
 ACCT_A, ACCT_B = "acct-a", "acct-b"
@@ -121,7 +121,7 @@ def tar_of(directory: Path) -> bytes:
 @pytest.fixture(scope="session")
 def sample_dirs(tmp_path_factory) -> dict[str, Path]:
     """One real checkpoint directory of each kind (written like the trainer writes them)."""
-    from emulator.inspect.examples import write_example
+    from fwemu.emulator.inspect.examples import write_example
 
     root = tmp_path_factory.mktemp("samples")
     return {kind: write_example(kind, root / kind) for kind in

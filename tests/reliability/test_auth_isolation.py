@@ -13,7 +13,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from emulator.app import create_app
+from fwemu.emulator.app import create_app
 from tests.gateway.helpers import Gateway
 from tests.reliability.conftest import (
     ACCT_A, ACCT_B, BASE, KEY_A, KEY_B, create_job, envelope, import_tar, in_process, promote, settings,

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from emulator.inspect import inspect_checkpoint
+from fwemu.emulator.inspect import inspect_checkpoint
 from tests.reliability.conftest import (
     ACCT_A, KEY_A, create_job, envelope, http_client, import_tar, listed, promote, served, short,
 )

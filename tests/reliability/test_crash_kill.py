@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.faults import CRASH_EXIT_CODE
-from emulator.faults.crash_loop import ACCOUNT, BASE, KEY, Server, run_loop
+from fwemu.emulator.faults import CRASH_EXIT_CODE
+from fwemu.emulator.faults.crash_loop import ACCOUNT, BASE, KEY, Server, run_loop
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from emulator import serve
-from emulator.inspect.examples import write_example
-from emulator.store.store import Store
+from fwemu.emulator import serve
+from fwemu.emulator.inspect.examples import write_example
+from fwemu.emulator.store.store import Store
 
 
 def _publish_one(tmp_path, fsync: bool, monkeypatch) -> tuple[list[int], int]:

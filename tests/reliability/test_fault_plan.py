@@ -14,11 +14,11 @@ import time
 import httpx
 import pytest
 
-from client.control_plane import ControlPlaneClient
-from client.errors import FwApiError, FwError
-from client.retry import RetryPolicy
-from emulator.faults.operations import classify
-from emulator.faults.plan import FaultPlan, PlanError, parse_rule
+from fwemu.client.control_plane import ControlPlaneClient
+from fwemu.client.errors import FwApiError, FwError
+from fwemu.client.retry import RetryPolicy
+from fwemu.emulator.faults.operations import classify
+from fwemu.emulator.faults.plan import FaultPlan, PlanError, parse_rule
 from tests.reliability.conftest import (
     ACCT_A, BASE, KEY_A, KEY_B, create_job, envelope, http_client, import_tar, in_process, listed, served, settings,
     short,
@@ -163,7 +163,7 @@ def test_plan_from_settings_and_environment(tmp_path, monkeypatch):
 def test_serve_refuses_a_bad_plan_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"rules": [{"operation": "x", "action": "melt"}]}')
-    out = subprocess.run([sys.executable, "-m", "emulator.cli", "serve", "--in-memory", "--port", "1",
+    out = subprocess.run([sys.executable, "-m", "fwemu.emulator.cli", "serve", "--in-memory", "--port", "1",
                           "--fault-plan", str(bad)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "action" in out.stderr and "melt" in out.stderr
@@ -293,7 +293,7 @@ def test_state_changing_rules_ignore_a_strangers_calls():
 def test_random_plan_over_a_session_never_corrupts_state(sample_tars):
     """A seeded storm of 5xx, drops and delays on every import and listing: whatever was answered
     200 is listed exactly once and passes the inspector; nothing else was written."""
-    from emulator.inspect import inspect_checkpoint
+    from fwemu.emulator.inspect import inspect_checkpoint
 
     with served() as srv, http_client(srv.url) as http:
         create_job(http, "storm")
@@ -335,7 +335,7 @@ def test_faults_need_a_valid_key():
 
 def test_settings_fault_plan_is_validated_when_the_app_is_built():
     with pytest.raises(PlanError):
-        from emulator.app import create_app
+        from fwemu.emulator.app import create_app
 
         create_app(settings(fault_plan='[{"operation": "x"}]'))
 
@@ -344,8 +344,8 @@ def test_training_through_a_fault_storm_ends_bit_identical():
     """5xx, dropped requests and lost answers on every gateway call: our trainer client retries
     (re-sending each submission with its idempotency key), and the run ends with exactly the
     weights of an undisturbed run and one row per save: nothing trained twice, nothing lost."""
-    from client.trainer_client import AdamParams, TrainerGatewayClient
-    from emulator.gateway.runtime import runtime_of
+    from fwemu.client.trainer_client import AdamParams, TrainerGatewayClient
+    from fwemu.emulator.gateway.runtime import runtime_of
 
     tokens = list(b"faults must not change the numbers")
     datum = {"model_input": {"chunks": [{"type": "encoded_text", "tokens": tokens[:-1]}]},

@@ -87,7 +87,7 @@ def test_a_huge_json_body_is_refused():
 def test_a_save_name_with_a_trailing_newline_is_a_user_error():
     from fastapi.testclient import TestClient
 
-    from emulator.app import create_app
+    from fwemu.emulator.app import create_app
     from tests.gateway.helpers import Gateway
 
     with TestClient(create_app(settings()), raise_server_exceptions=False) as http:

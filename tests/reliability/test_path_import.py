@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.admin import local_peer, path_import
-from emulator.admin import routes as admin_routes
-from emulator.inspect.examples import write_example
-from emulator.store import Rejected
+from fwemu.emulator.admin import local_peer, path_import
+from fwemu.emulator.admin import routes as admin_routes
+from fwemu.emulator.inspect.examples import write_example
+from fwemu.emulator.store import Rejected
 from tests.reliability.conftest import (
     ACCT_A, BASE, KEY_A, envelope, http_client, in_process, listed, nothing_written, served, short, store_of,
 )

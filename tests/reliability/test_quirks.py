@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from client.checkpoints import CheckpointListingError, TrainingCheckpoints
-from client.control_plane import ControlPlaneClient
-from client.retry import NO_RETRY, RetryPolicy
-from client.timeparse import parse_rfc3339
-from client.trainer_client import AdamParams, TrainerGatewayClient
-from emulator.settings import QUIRKS
+from fwemu.client.checkpoints import CheckpointListingError, TrainingCheckpoints
+from fwemu.client.control_plane import ControlPlaneClient
+from fwemu.client.retry import NO_RETRY, RetryPolicy
+from fwemu.client.timeparse import parse_rfc3339
+from fwemu.client.trainer_client import AdamParams, TrainerGatewayClient
+from fwemu.emulator.settings import QUIRKS
 from tests.reliability.conftest import (
     ACCT_A, BASE, KEY_A, create_job, envelope, http_client, import_tar, promote, served,
 )

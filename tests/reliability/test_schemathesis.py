@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from emulator.inspect import inspect_checkpoint
+from fwemu.emulator.inspect import inspect_checkpoint
 from tests.reliability.conftest import (
     ACCT_A, BASE, KEY_A, create_job, http_client, import_tar, promote, served,
 )

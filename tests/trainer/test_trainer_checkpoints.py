@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.distributed.checkpoint import FileSystemReader
 
-from emulator.inspect import Kind, inspect_checkpoint
-from emulator.trainer.model_config import ModelSize
-from emulator.trainer.model_session import TrainerModel, TrainerUserError
+from fwemu.emulator.inspect import Kind, inspect_checkpoint
+from fwemu.emulator.trainer.model_config import ModelSize
+from fwemu.emulator.trainer.model_session import TrainerModel, TrainerUserError
 from tests.trainer.trainer_helpers import ADAM, BASE, SMALL, sft_batch, train
 
 N, K = 6, 3

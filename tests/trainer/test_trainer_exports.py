@@ -11,11 +11,11 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from emulator.inspect import Kind, inspect_checkpoint
-from emulator.trainer.arc_v2 import apply_delta
-from emulator.trainer.lora import TARGET_MODULES
-from emulator.trainer.model_config import ModelSize
-from emulator.trainer.model_session import TrainerModel, TrainerUserError
+from fwemu.emulator.inspect import Kind, inspect_checkpoint
+from fwemu.emulator.trainer.arc_v2 import apply_delta
+from fwemu.emulator.trainer.lora import TARGET_MODULES
+from fwemu.emulator.trainer.model_config import ModelSize
+from fwemu.emulator.trainer.model_session import TrainerModel, TrainerUserError
 from tests.trainer.trainer_helpers import BASE, SMALL, sft_batch, train
 
 IDS = torch.randint(0, 259, (3, 40), generator=torch.Generator().manual_seed(7))

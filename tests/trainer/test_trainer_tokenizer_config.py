@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client import tokenizer as tok
-from emulator.trainer.model_config import ModelSize, hf_config
+from fwemu.client import tokenizer as tok
+from fwemu.emulator.trainer.model_config import ModelSize, hf_config
 
 
 @given(st.text())
@@ -73,6 +73,6 @@ def test_hf_config_fields():
 
 
 def test_torch_free_modules_do_not_import_torch():
-    code = ("import sys; import client.tokenizer, emulator.trainer, emulator.trainer.model_config; "
+    code = ("import sys; import fwemu.client.tokenizer, fwemu.emulator.trainer, fwemu.emulator.trainer.model_config; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from client.tokenizer import datum_from_tokens, encode
-from emulator.trainer.model_session import TrainerModel, TrainerUserError
+from fwemu.client.tokenizer import datum_from_tokens, encode
+from fwemu.emulator.trainer.model_session import TrainerModel, TrainerUserError
 from tests.trainer.trainer_helpers import ADAM, BASE, SMALL, sft_batch, train
 
 

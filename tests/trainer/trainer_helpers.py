@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from client.tokenizer import chat_datum
-from emulator.trainer.model_config import ModelSize
+from fwemu.client.tokenizer import chat_datum
+from fwemu.emulator.trainer.model_config import ModelSize
 
 # Small enough that a step takes a few milliseconds on one CPU core.
 SMALL = ModelSize(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
