@@ -20,6 +20,22 @@ def weights(m: TrainerModel) -> dict[str, torch.Tensor]:
     return {n: t.detach().cpu().clone() for n, t in m.trainable_state_dict().items()}
 
 
+def first_moments(m: TrainerModel) -> dict[str, torch.Tensor]:
+    """Adam's exp_avg per parameter: after one step it is (1 - beta1) * the gradient the step used.
+
+    Tests compare these rather than the updated weights: Adam's first update is g / (|g| + eps),
+    which turns last-bit differences in near-zero gradient elements into visible weight
+    differences whose size depends on the CPU's float kernels (AVX2 vs AVX-512).
+    """
+    return {n: m.optimizer.state[p]["exp_avg"].detach().clone() for n, p in m._trainable}
+
+
+def assert_moments_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float) -> None:
+    assert a and set(a) == set(b)
+    for n, t in a.items():
+        torch.testing.assert_close(b[n], t, rtol=rtol, atol=rtol * float(t.abs().max()))
+
+
 def test_loss_falls_full_and_lora():
     batch = sft_batch(4)
     full = train(TrainerModel(BASE, size=SMALL), batch, 20)
@@ -57,8 +73,7 @@ def test_gradient_accumulation_equals_one_call_and_commutes():
     # ...and the step that follows agrees too.
     for m in (split, joint):
         m.optim_step(ADAM)
-    for n, t in weights(joint).items():
-        torch.testing.assert_close(weights(split)[n], t, rtol=1e-5, atol=1e-6)
+    assert_moments_close(first_moments(joint), first_moments(split), rtol=1e-5)
 
 
 def test_forward_leaves_gradients_alone():
@@ -115,8 +130,11 @@ def test_grad_clip_scales_gradients_to_the_norm():
         d["loss_fn_inputs"]["weights"]["data"] = [x * clip / norm for x in d["loss_fn_inputs"]["weights"]["data"]]
     scaled.forward_backward(small, "cross_entropy")
     scaled.optim_step(dict(ADAM, grad_clip_norm=0.0, weight_decay=0.0))
-    for n, t in weights(clipped).items():
-        torch.testing.assert_close(weights(scaled)[n], t, rtol=1e-4, atol=1e-6)
+    first = first_moments(clipped)
+    assert_moments_close(first, first_moments(scaled), rtol=1e-4)
+    # The clipped step's gradient has the requested global norm.
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in first.values()]))
+    assert float(total) / (1 - ADAM.get("beta1", 0.9)) == pytest.approx(clip, rel=1e-4)
 
 
 def test_output_shape_and_metric_keys():
