@@ -231,6 +231,23 @@ class ControlPlaneClient:
     def get_job(self, job_id: str) -> TrainerJob:
         return TrainerJob.from_wire(self.http.get_json(self._job_path(job_id), timeout_s=30))
 
+    def list_jobs(self, page_size: int = 200) -> list[TrainerJob]:
+        """Every trainer job of the caller's account, following nextPageToken until it is empty."""
+        path = f"/v1/accounts/{self.account_id()}/rlorTrainerJobs"
+        jobs: list[TrainerJob] = []
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"pageSize": page_size, **({"pageToken": token} if token else {})}
+            body = self.http.get_json(path, params=params, timeout_s=30)
+            jobs.extend(TrainerJob.from_wire(j) for j in body.get("rlorTrainerJobs") or [])
+            token = body.get("nextPageToken") or None
+            if not token:
+                return jobs
+            if token in seen:
+                raise FwError(f"job listing repeated page token {token!r}")
+            seen.add(token)
+
     def resume_job(self, job_id: str) -> TrainerJob | None:
         """POST `:resume` (no body). Returns the job when the server echoes it."""
         body = self.http.post_json(f"{self._job_path(job_id)}:resume")

@@ -85,12 +85,23 @@ class RetryPolicy:
                     f"in {spent:.1f}s: {type(failure).__name__}: {failure}"
                 ) from failure
             why = f"HTTP {response.status_code}" if response is not None else type(failure).__name__
+            if attempt == 0:   # say so once: a person may be waiting on a server that is down
+                log.warning("%s: %s; retrying (up to %d times within %.0fs)", what,
+                            _describe(response, failure), self.max_retries, self.max_elapsed_s)
             log.debug("%s: %s, retry %d in %.2fs", what, why, attempt + 1, delay)
             self.sleep(delay)
             attempt += 1
 
 
 NO_RETRY = RetryPolicy(max_retries=0)
+
+
+def _describe(response: httpx.Response | None, failure: BaseException | None) -> str:
+    if response is not None:
+        return f"the server answered HTTP {response.status_code}"
+    if isinstance(failure, httpx.ConnectError):
+        return f"nothing answers ({failure})"
+    return f"{type(failure).__name__}: {failure}"
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:

@@ -39,7 +39,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show the clients' log messages")
 
 
+def check_args(args: argparse.Namespace) -> list[str] | None:
+    """Refuse bad arguments up front (exit 2), before a long run; returns the `--only` ids."""
+    for flag, value in (("--max-examples", args.max_examples), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value} must be at least 1")
+    if args.shrink_seconds < 0:
+        raise ValueError(f"--shrink-seconds {args.shrink_seconds} must be >= 0")
+    if args.target and not args.target.startswith(("http://", "https://")):
+        raise ValueError(f"--target {args.target!r} is not an http:// or https:// URL")
+    if not args.only:
+        return None
+    from fwemu.contracts.invariants import REGISTRY
+
+    only = [s.strip().upper() for s in args.only.split(",") if s.strip()]
+    unknown = [i for i in only if i not in REGISTRY]
+    if unknown or not only:
+        raise ValueError(f"--only {args.only!r}: unknown invariant id(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known: {', '.join(sorted(REGISTRY))} (docs/invariants.md)")
+    return only
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        only = check_args(args)
+    except ValueError as exc:
+        print(f"fwemu contracts: {exc}", file=sys.stderr)
+        return 2
     if "torch" not in sys.modules:
         # The stand-in models are tiny: one OpenMP thread per trainer is ~2x faster on small machines.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -52,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fwemu contracts: {exc}", file=sys.stderr)
         return 2
-    only = [s.strip().upper() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
         report = run_contracts(target, args.max_examples, args.seed, driver=args.driver, only=only,
                                profile=args.profile, steps=args.steps, shrink=not args.no_shrink,

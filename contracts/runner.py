@@ -361,7 +361,8 @@ def _why_not(inv_id: str, target: Target, driver_caps: frozenset[str], report: R
     from fwemu.contracts.drivers import CHECKPOINTS, FAULTS
 
     if inv_id in ("R3", "R4", "R5", "R6", "R7") and CHECKPOINTS not in driver_caps:
-        reasons.append("TrainingCheckpoints rules need our client (--fw-driver client)")
+        reasons.append("TrainingCheckpoints rules need our client (fwemu contracts --driver client; "
+                       "pytest plugin --fw-driver client)")
     if inv_id == "F1" and FAULTS not in driver_caps:
         reasons.append("faults are injected through our client's transport")
     if inv_id == "L3" and not target.has("clock"):

@@ -323,6 +323,9 @@ class UrlTarget(Target):
         try:
             health = httpx.get(f"{self.url}/_emulator/health", timeout=5)
             is_fwemu = health.status_code == 200
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ValueError(f"nothing answers at {self.url} ({exc}); start `fwemu serve` there, or leave out "
+                             "--target to test the in-process emulator") from None
         except httpx.HTTPError:
             is_fwemu = False
         if is_fwemu:

@@ -19,7 +19,7 @@ from fwemu.emulator.faults import install as install_faults
 from fwemu.emulator.gateway.routes import router as gateway_router
 from fwemu.emulator.http_errors import install_error_handlers
 from fwemu.emulator.lazy_routes import add_routes
-from fwemu.emulator.openapi_doc import install_openapi
+from fwemu.emulator.openapi_doc import install_docs_page, install_openapi
 from fwemu.emulator.services import Services
 from fwemu.emulator.settings import Settings
 
@@ -33,13 +33,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         services.close()
 
-    app = FastAPI(title="fwemu", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="fwemu", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Local emulator of the Fireworks fine-tuning checkpoint surface.")
     app.state.services = services
     install_error_handlers(app)
     add_routes(app, *controlplane_routers, gateway_router, admin_router)
     install_faults(app, services)
     install_openapi(app)
+    install_docs_page(app)
     app.add_middleware(BodyLimitMiddleware, control_plane_bytes=settings.max_control_plane_body_bytes,
                        gateway_bytes=settings.max_gateway_body_bytes)
     return app

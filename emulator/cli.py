@@ -10,11 +10,14 @@ import argparse
 import importlib
 import sys
 
+from fwemu import __version__
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("fwemu.emulator.serve", "run the emulator (control plane + trainer gateway) over HTTP"),
     "inspect": ("fwemu.emulator.inspect.cli", "classify a checkpoint directory from its bytes"),
     "import": ("fwemu.client.commands.import_cmd", "put an existing checkpoint directory into a job"),
+    "jobs": ("fwemu.client.commands.jobs_cmd", "list your account's trainer jobs"),
     "ls": ("fwemu.client.commands.ls_cmd", "list a trainer job's checkpoints"),
     "promote": ("fwemu.client.commands.promote_cmd", "promote a checkpoint to a model"),
     "train": ("fwemu.client.commands.train_cmd", "run the sft_loop recipe (TOML config or flags)"),
@@ -30,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """Only the chosen sub-command's module is imported; the others show their one-line help."""
     parser = _Parser(prog="fwemu", description="Local emulator for the Fireworks checkpoint surface.")
+    parser.add_argument("--version", action="version", version=f"fwemu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         if name != chosen:

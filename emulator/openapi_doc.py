@@ -47,3 +47,40 @@ def install_openapi(app: FastAPI) -> None:
         return doc
 
     app.openapi = build
+
+
+def install_docs_page(app: FastAPI) -> None:
+    """`/docs` as one self-contained page rendered from the OpenAPI document: no CDN, works offline.
+
+    FastAPI's Swagger UI loads its script and CSS from a CDN and shows nothing without internet;
+    this page lists every operation (method, path, summary, error codes) and links the JSON.
+    """
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/docs", include_in_schema=False)
+    def docs_page() -> HTMLResponse:
+        return HTMLResponse(render_docs_page(app.openapi()))
+
+
+def render_docs_page(doc: dict) -> str:
+    from html import escape
+
+    rows = []
+    for path, item in sorted(doc.get("paths", {}).items()):
+        for method, op in item.items():
+            summary = op.get("summary") or op.get("operationId") or ""
+            codes = ", ".join(sorted(op.get("responses", {})))
+            rows.append(f"<tr><td class=m>{escape(method.upper())}</td><td><code>{escape(path)}</code></td>"
+                        f"<td>{escape(summary)}</td><td>{escape(codes)}</td></tr>")
+    info = doc.get("info", {})
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{escape(info.get('title', 'API'))} API</title><style>"
+            "body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}td.m{font-weight:600}"
+            "</style></head><body>"
+            f"<h1>{escape(info.get('title', 'API'))} {escape(str(info.get('version', '')))}</h1>"
+            f"<p>{escape(info.get('description', ''))} The machine-readable document is "
+            "<a href=\"/openapi.json\">/openapi.json</a>; every error is the service's envelope "
+            "<code>{\"error\": {\"code\", \"status\", \"message\"}}</code>.</p>"
+            "<table><thead><tr><th>method</th><th>path</th><th>summary</th><th>responses</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></body></html>")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import socket
 import sys
 from pathlib import Path
 
+from fwemu import __version__
 from fwemu.emulator.settings import BREAK_SWITCHES, QUIRKS
 
 
@@ -29,7 +31,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quirk", action="append", default=[], choices=sorted(QUIRKS),
                    help="reproduce a behaviour of the real service (repeatable; see README)")
     p.add_argument("--break", dest="breaks", action="append", default=[], choices=sorted(BREAK_SWITCHES),
-                   help=argparse.SUPPRESS)
+                   metavar="SWITCH", help="TEST ONLY: break one rule on purpose so a contract suite can prove it "
+                   "catches it (repeatable): " + "; ".join(f"{k}: {v}" for k, v in sorted(BREAK_SWITCHES.items())))
     p.add_argument("--fault-plan", metavar="FILE.json",
                    help="inject faults from this plan (docs/quirks.md); default env FWEMU_FAULT_PLAN")
     p.add_argument("--fsync", action="store_true", default=None,
@@ -37,7 +40,64 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "safe if the emulator crashes, not fsynced; env FWEMU_FSYNC=1)")
     p.add_argument("--no-path-import", dest="path_import", action="store_false",
                    help="refuse checkpoints:import by local path (sourcePath); only tar streams are accepted")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn's log level (default warning)")
+
+
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
+
+
+class UsageError(ValueError):
+    """A bad argument, reported as one line and exit status 2 before anything is announced."""
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
+    if args.startup_delay < 0:
+        raise UsageError(f"--startup-delay {args.startup_delay} must be >= 0 seconds")
+    if args.retention_days < 0:
+        raise UsageError(f"--retention-days {args.retention_days} must be >= 0")
+    if not args.in_memory:
+        d = Path(args.data_dir)
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"--data-dir {d} is a file, not a directory; pass a directory (it is created "
+                             "if missing) or --in-memory")
+        parent = next((p for p in [d, *d.parents] if p.exists()), Path("."))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--data-dir {d}: {parent} is not writable by this user; pass another directory "
+                             "or --in-memory")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before the banner, so a busy port is a usage error, not a late crash."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: cannot resolve ({exc.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = "stop the other server or pick another --port" if exc.errno == 98 else "check --host and --port"
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def banner(args: argparse.Namespace, settings) -> str:
+    where = "in memory" if settings.data_dir is None else f"data dir {settings.data_dir}"
+    lines = [f"fwemu {__version__} serving on http://{args.host}:{args.port} ({where})"]
+    for key, account in sorted(settings.api_keys.items(), key=lambda kv: kv[1]):
+        lines.append(f"  API key {key}  -> account {account}")
+    lines.append(f"  use: FIREWORKS_BASE_URL=http://{args.host}:{args.port} FIREWORKS_API_KEY=<key above>")
+    for name in sorted(settings.quirks):
+        lines.append(f"  quirk {name}: {QUIRKS[name]}")
+    for name in sorted(settings.breaks):
+        lines.append(f"  WARNING break switch {name} is ON: {BREAK_SWITCHES[name]}; for contract-suite tests only")
+    return "\n".join(lines)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -63,6 +123,13 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        check_args(args)
+        settings = settings_from_args(args)
+        sock = bind(args.host, args.port)
+    except ValueError as exc:
+        print(f"fwemu serve: {exc}", file=sys.stderr)
+        return 2
     # Start-up allocates only what lives as long as the process (modules, classes, routes, the
     # store), so collecting garbage meanwhile is wasted work: ~15 ms of young collections and,
     # once the heap is big enough, a ~25 ms full one scanning every module. The collector is off
@@ -75,16 +142,15 @@ def run(args: argparse.Namespace) -> int:
         from fwemu.emulator.app import create_app
 
         try:
-            settings = settings_from_args(args)
-        except ValueError as exc:
-            print(f"fwemu serve: {exc}", file=sys.stderr)
+            app = create_app(settings)
+        except OSError as exc:
+            sock.close()
+            print(f"fwemu serve: cannot open the data dir {settings.data_dir}: {exc.strerror or exc}", file=sys.stderr)
             return 2
-        app = create_app(settings)
     finally:
         gc.freeze()
         gc.enable()
-    where = "in memory" if settings.data_dir is None else f"data dir {settings.data_dir}"
-    print(f"fwemu serving on http://{args.host}:{args.port} ({where}; accounts: "
-          f"{', '.join(sorted(set(settings.api_keys.values())))})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    print(banner(args, settings), file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

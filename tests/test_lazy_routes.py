@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -112,15 +113,20 @@ def test_serve_builds_the_app_with_the_collector_off_then_freezes_it(monkeypatch
 
     seen = {}
 
-    def fake_run(app, **kwargs):
-        seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count(), app=app, port=kwargs["port"])
+    def fake_run(server, sockets=None):
+        seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count(), app=server.config.app,
+                    port=sockets[0].getsockname()[1])
+        sockets[0].close()
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     parser = argparse.ArgumentParser()
     serve.configure(parser)
     try:
-        assert serve.run(parser.parse_args(["--in-memory", "--port", "1"])) == 0
+        assert serve.run(parser.parse_args(["--in-memory", "--port", str(port)])) == 0
     finally:
         gc.unfreeze()                                   # give this test process its collector back as it was
-    assert seen["enabled"] is True and seen["frozen"] > 10_000 and seen["port"] == 1
+    assert seen["enabled"] is True and seen["frozen"] > 10_000 and seen["port"] == port
     assert any(getattr(r, "path", None) == "/_emulator/health" for r in seen["app"].routes)

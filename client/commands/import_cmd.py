@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import sys
 import tarfile
 from pathlib import Path
 from typing import Iterator
@@ -114,8 +116,18 @@ def import_directory(cp: ControlPlaneClient, directory: Path, job: str, name: st
                              timeout_s=3600), "streamed"
 
 
-@human_errors
 def run(args: argparse.Namespace) -> int:
+    """A missing path or a file is a usage error (exit 2), as for `fwemu inspect`."""
+    directory = Path(args.directory)
+    if not os.path.lexists(directory) or not directory.is_dir():
+        what = "does not exist" if not os.path.lexists(directory) else "is not a directory"
+        print(f"fwemu import: error: {directory} {what}", file=sys.stderr)
+        return 2
+    return _run(args)
+
+
+@human_errors
+def _run(args: argparse.Namespace) -> int:
     files = flat_files(Path(args.directory))
     total = sum(f.stat().st_size for f in files)
     with control_plane(args) as cp:

@@ -1,7 +1,8 @@
 """Run the sft_loop recipe from a TOML config (`--config`) and/or flags (flags win).
 
 TOML keys are Config's field names; `dcp_save_interval` may sit at top level or in a
-`[weight_sync]` table. Rerun the same command after an interruption and it resumes.
+`[weight_sync]` table; a relative `dataset` path is read relative to the TOML file. Rerun the
+same command after an interruption and it resumes. Example: examples/sft/run.toml.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import tomllib
+from pathlib import Path
 
 from fwemu.client.commands._common import add_connection_args, connection, human_errors
 
@@ -29,14 +31,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_connection_args(parser)
 
 
+def read_config(path: Path) -> dict:
+    """The TOML table; a relative `dataset` is taken relative to the file, so examples run from anywhere."""
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    dataset = values.get("dataset")
+    if isinstance(dataset, str) and not Path(dataset).is_absolute():
+        values["dataset"] = str(path.parent / dataset)
+    return values
+
+
 def build_config(args: argparse.Namespace):
     """Config from the TOML file overlaid with the flags that were given."""
     from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig
 
     values: dict = {}
     if args.config:
-        with open(args.config, "rb") as f:
-            values = tomllib.load(f)
+        values = read_config(Path(args.config))
     ws = values.pop("weight_sync", {}) or {}
     if not isinstance(ws, dict):
         raise ValueError("[weight_sync] must be a table")

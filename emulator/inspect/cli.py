@@ -74,9 +74,7 @@ def _inspect(path: str, as_json: bool) -> int:
              f"promotable:  {yes_no[promotable]}"]
     if v.kind is None:
         lines.append(f"reason:      {v.reason}")
-        lines.append("instead:     " + (v.details.get("hint") or
-                                        "fix or remove the file named above, or save the "
-                                        "checkpoint again with the trainer"))
+        lines.append("instead:     " + (v.details.get("hint") or default_hint(v.file)))
     else:
         if v.details:
             facts = ", ".join(f"{k}={v.details[k]}" for k in v.details)
@@ -86,6 +84,14 @@ def _inspect(path: str, as_json: bool) -> int:
     lines.append(f"bytes read:  {v.bytes_read}")
     print("\n".join(lines))
     return 0 if v.kind else 1
+
+
+def default_hint(file: str | None) -> str:
+    """What to do about a rejection without a rule-specific hint; only names a file when there is one."""
+    if file and file != ".":
+        return f"fix or remove {file}, or save the checkpoint again with the trainer"
+    return ("point at the directory the trainer wrote (it holds .metadata and *.distcp, or "
+            "*.safetensors with config.json or adapter_config.json), or save the checkpoint again")
 
 
 def _write_example(kind: str, dest: str) -> int:

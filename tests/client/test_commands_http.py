@@ -49,6 +49,18 @@ def test_ls_prints_name_kind_promotable_created(http_emulator, trained_job, caps
         [trained_job["final_sampler_checkpoint"], "INFERENCE_LORA", "yes"]]
 
 
+def test_jobs_lists_the_accounts_jobs_as_table_and_json(http_emulator, trained_job, capsys):
+    assert run_cmd("jobs_cmd", conn(http_emulator)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["JOB", "STATE", "BASE", "MODEL", "LORA", "CREATED"]
+    row = next(line.split() for line in lines[1:] if line.split()[0] == trained_job["job_id"])
+    assert row[1:3] == ["RUNNING", BASE_MODEL]
+    assert run_cmd("jobs_cmd", ["--json", *conn(http_emulator)]) == 0
+    listed = {j["jobId"]: j for j in json.loads(capsys.readouterr().out)}
+    assert listed[trained_job["job_id"]]["baseModel"] == BASE_MODEL
+    assert listed[trained_job["job_id"]]["name"] == f"accounts/{ACCOUNT}/rlorTrainerJobs/{trained_job['job_id']}"
+
+
 def test_ls_unknown_job_is_a_one_line_error(http_emulator, capsys):
     assert run_cmd("ls_cmd", ["no-such-job", *conn(http_emulator)]) == 1
     err = capsys.readouterr().err

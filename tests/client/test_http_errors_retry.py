@@ -129,6 +129,18 @@ def test_connection_errors_are_retried_then_reported():
     assert len(seen) == 3
 
 
+def test_the_first_retry_is_announced_once(caplog):
+    """A person waiting on a server that is down is told the client is retrying, once per call."""
+    def handler(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with caplog.at_level("WARNING", logger="fwemu.client.retry"), pytest.raises(FwConnectionError):
+        session(handler, policy(FakeClock(), max_retries=3, max_elapsed_s=20)).get_json("/v1/x")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "nothing answers (connection refused); retrying (up to 3 times within 20s)" in warnings[0]
+
+
 def test_timeouts_are_retried():
     calls = []
 

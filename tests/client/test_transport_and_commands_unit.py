@@ -110,6 +110,26 @@ def test_train_config_errors_are_specific(tmp_path):
         train_cmd.build_config(parse_train(["--log-path", "x", "--base-model", "m"]))
 
 
+def test_train_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.toml"
+    bad.write_text('log_path = "x"\nbase_model = \n')
+    with pytest.raises(ValueError, match=f"^{bad}: not valid TOML: .*line 2"):
+        train_cmd.build_config(parse_train(["--config", str(bad)]))
+    with pytest.raises(ValueError, match="--config .*missing.toml: no such file"):
+        train_cmd.build_config(parse_train(["--config", str(tmp_path / "missing.toml")]))
+
+
+def test_the_example_config_reads_its_dataset_relative_to_the_file(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "sft" / "run.toml"
+    monkeypatch.chdir(tmp_path)                     # anywhere but the repo
+    cfg = train_cmd.build_config(parse_train(["--config", str(example)]))
+    cfg.validate()                                  # the dataset resolves: it is a file
+    assert Path(cfg.dataset).resolve() == (example.parent / "../../client/data/tiny_chat.jsonl").resolve()
+    assert (cfg.output_model_id, cfg.lora_rank, cfg.weight_sync.dcp_save_interval) == ("sft-example", 8, 4)
+
+
 def test_ls_table_shows_name_kind_promotable_created():
     rows = [CheckpointRow.from_wire({"name": "accounts/a/rlorTrainerJobs/j/checkpoints/step-2",
                                      "checkpointType": "CHECKPOINT_TYPE_TRAINING_LORA", "promotable": False,

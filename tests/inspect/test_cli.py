@@ -82,6 +82,41 @@ def test_missing_path_and_file_are_usage_errors(capsys, tmp_path, as_json):
             assert msg in err and out == ""
 
 
+def test_an_empty_directory_is_not_told_to_fix_a_file(capsys, tmp_path):
+    rc, out, _ = run_cli(capsys, tmp_path)
+    assert rc == 1 and "reason:      .: empty directory" in out
+    hint = next(line for line in out.splitlines() if line.startswith("instead:"))
+    assert "file named" not in hint and "point at the directory the trainer wrote" in hint
+
+
+def test_a_rejection_hint_names_the_offending_file(capsys, clone):
+    d = clone("dcp")
+    (d / "__0_0.distcp").unlink()
+    rc, out, _ = run_cli(capsys, d)
+    assert rc == 1
+    reason = next(line for line in out.splitlines() if line.startswith("reason:"))
+    hint = next(line for line in out.splitlines() if line.startswith("instead:"))
+    assert "__0_0.distcp" in reason and ("__0_0.distcp" in hint or ".metadata" in hint), (reason, hint)
+
+
+def test_import_and_inspect_agree_on_usage_errors(tmp_path, capsys):
+    """Same path, same answer: exit 2 and the same words from both commands."""
+    import argparse
+
+    from fwemu.client.commands import import_cmd
+
+    f = tmp_path / "f"
+    f.write_text("")
+    for path, msg in ((tmp_path / "nope", "does not exist"), (f, "is not a directory")):
+        rc_inspect, _, err_inspect = run_cli(capsys, path)
+        parser = argparse.ArgumentParser()
+        import_cmd.configure(parser)
+        rc_import = import_cmd.run(parser.parse_args(["--job", "j", "--name", "n", str(path)]))
+        err_import = capsys.readouterr().err
+        assert rc_inspect == rc_import == 2
+        assert f"{path} {msg}" in err_inspect and f"{path} {msg}" in err_import
+
+
 def test_no_arguments_is_a_usage_error(capsys):
     rc, _, err = run_cli(capsys)
     assert rc == 2 and "PATH is required" in err
