@@ -1,6 +1,6 @@
 """Save, resume and promote a training run, with the control plane as the source of truth.
 
-Mirrors the cookbook's TrainingCheckpoints (ARCHITECTURE.md, "How the cookbook drives
+Mirrors the cookbook's TrainingCheckpoints (docs/internals.md, "How the cookbook drives
 checkpoints") and fixes the bugs known in the wild, each pinned by a regression test:
 
 * rows are ordered by *parsed* createTime, never by the timestamp string (mixed precisions);

@@ -1,6 +1,6 @@
 """Control-plane client: accounts, trainer jobs, checkpoint listing, promotion, models.
 
-Speaks the wire of fireworks-ai 1.2.x (WIRE.md part A) and returns typed rows, so callers never
+Speaks the wire of fireworks-ai 1.2.x (docs/wire.md part A) and returns typed rows, so callers never
 sort timestamp strings or compare checkpoint-type spellings themselves.
 """
 
@@ -197,7 +197,7 @@ class ControlPlaneClient:
         return f"/v1/accounts/{self.account_id()}/rlorTrainerJobs/{job_id}"
 
     def gateway_url_for_job(self, job_id: str) -> str:
-        """`{gateway_url}/training/v1/rlorTrainerJobs/{account}/{job_id}` (WIRE.md A.4)."""
+        """`{gateway_url}/training/v1/rlorTrainerJobs/{account}/{job_id}` (docs/wire.md A.4)."""
         return f"{self.gateway_url}/training/v1/rlorTrainerJobs/{self.account_id()}/{job_id}"
 
     # -- jobs -------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ class ControlPlaneClient:
         return r.status_code == 200
 
     def wait_until_running(self, job_id: str, poll_interval_s: float = 1.0, timeout_s: float = 900.0) -> TrainerJob:
-        """Poll until the job is RUNNING and its gateway answers healthz (WIRE.md A.4).
+        """Poll until the job is RUNNING and its gateway answers healthz (docs/wire.md A.4).
 
         Tombstoned and failed jobs raise at once; stopped states raise only after a 30 s settle
         window, because a job that was just resumed may still report its old state.
@@ -318,7 +318,7 @@ class ControlPlaneClient:
                            *, operation_timeout_s: float = 7200.0) -> Model:
         """Promote the row `name` (4-segment resource name) to `accounts/{a}/models/{output_model_id}`.
 
-        Body per WIRE.md A.5 with `async_promotion: true`; a 400 that names async_promotion is
+        Body per docs/wire.md A.5 with `async_promotion: true`; a 400 that names async_promotion is
         re-sent without it. Handles `{"model": ...}` and operations (polled until done).
         """
         m = CHECKPOINT_NAME_RE.fullmatch(name or "")

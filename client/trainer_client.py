@@ -1,4 +1,4 @@
-"""Trainer-gateway client: sessions, models and the futures protocol (WIRE.md part B).
+"""Trainer-gateway client: sessions, models and the futures protocol (docs/wire.md part B).
 
 Every mutating call is `POST /api/v1/<op>` -> `{"request_id"}` followed by `retrieve_future`
 polls until a result, `try_again` (re-poll) or `{"error", "category"}` (raise). Each model
@@ -45,7 +45,7 @@ def cross_job_ref(source_job_id: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class AdamParams:
-    """The SDK's AdamParams defaults (WIRE.md B.3)."""
+    """The SDK's AdamParams defaults (docs/wire.md B.3)."""
 
     learning_rate: float = 1e-4
     beta1: float = 0.9

@@ -1,4 +1,4 @@
-"""fwemu's contract suite: INVARIANTS.md as Hypothesis state machines and properties (see README.md).
+"""fwemu's contract suite: docs/invariants.md as Hypothesis state machines and properties (see README.md).
 
     from fwemu.contracts import run_contracts
     report = run_contracts()                 # a fresh in-process emulator, default profile

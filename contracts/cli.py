@@ -1,4 +1,4 @@
-"""Run the checkpoint contract suite (INVARIANTS.md) against a target and print a table.
+"""Run the checkpoint contract suite (docs/invariants.md) against a target and print a table.
 
     fwemu contracts                              # the in-process emulator, default profile
     fwemu contracts --target http://127.0.0.1:8765 --max-examples 50

@@ -1,7 +1,8 @@
 """Client-side fault injection: an httpx transport that breaks exactly one chosen call.
 
-The emulator has no server-side fault API (`/_emulator/v1/faults` answers 404), so F1 is driven
-from the wire, which works against any target and any server: the next request whose path
+These faults are driven from the wire, so they work against any target, the real service
+included (a fwemu target also has a server-side fault API, `/_emulator/v1/faults`, which the
+state machine uses where it is available): the next request whose path
 matches is answered with a 503 envelope, delayed, dropped before it is sent, or dropped *after*
 the server answered (the response is lost: the server did the work, the client does not know).
 The last kind is the interesting one: a retried save must not write twice, a retried optimizer

@@ -1,4 +1,4 @@
-"""The invariants of INVARIANTS.md as named checks, each raising `InvariantViolation(id, message)`.
+"""The invariants of docs/invariants.md as named checks, each raising `InvariantViolation(id, message)`.
 
 Checks take plain observed data (rows as listed, what the inspector says of the bytes, what the
 harness's model expects) so they can be unit-tested without a server, and so a failure message

@@ -1,6 +1,6 @@
 """The harness's model of what the target must hold: jobs, rows, promoted models, weights lineage.
 
-Pure bookkeeping, no I/O. The expectations are written from INVARIANTS.md and CHECKPOINTS.md
+Pure bookkeeping, no I/O. The expectations are written from docs/invariants.md and docs/checkpoints.md
 directly, not imported from the emulator's `rules.py`: an oracle that shares the code under
 test would share its bugs.
 
@@ -24,7 +24,7 @@ _SUFFIX_RE = re.compile(r"^-[0-9a-f]{8}$")
 
 
 def sampler_kind(lora: bool, checkpoint_type: str) -> tuple[str | None, str]:
-    """(expected kind or None when the save must be refused, why) for a sampler save (CHECKPOINTS.md)."""
+    """(expected kind or None when the save must be refused, why) for a sampler save (docs/checkpoints.md)."""
     if lora:
         if checkpoint_type == "merged_base":
             return "INFERENCE_BASE", "LoRA merged_base: the adapter folded into full weights"

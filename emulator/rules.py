@@ -1,6 +1,6 @@
 """Checkpoint rules, as pure functions: what a kind allows, and what kind a save must produce.
 
-This encodes the save-to-kind table of CHECKPOINTS.md (every row is a contract):
+This encodes the save-to-kind table of docs/checkpoints.md (every row is a contract):
 
     how it was saved                      LoRA run                   full-parameter run
     resumable only (DCP)                  TRAINING_LORA              TRAINING

@@ -20,7 +20,7 @@ from fwemu.emulator.settings import BREAK_SWITCHES, QUIRKS
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: $FWEMU_PORT, else 8700)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=Path(".fwemu"), help="state directory (default ./.fwemu)")
     where.add_argument("--in-memory", action="store_true", help="keep nothing after exit")
@@ -51,6 +51,12 @@ class UsageError(ValueError):
 
 
 def check_args(args: argparse.Namespace) -> None:
+    if args.port is None:
+        env = os.environ.get("FWEMU_PORT", "8700")
+        try:
+            args.port = int(env)
+        except ValueError:
+            raise UsageError(f"FWEMU_PORT={env!r} is not a port number") from None
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port (1-65535)")
     if args.startup_delay < 0:

@@ -13,7 +13,7 @@ DEV_API_KEY = "fw-local-dev"
 DEV_ACCOUNT = "local"
 
 # Test-only switches that break exactly one rule each, so the contract suite can prove it
-# catches a broken target (INVARIANTS.md F2). Never enable them outside such a test.
+# catches a broken target (docs/invariants.md F2). Never enable them outside such a test.
 BREAK_SWITCHES = {
     "arc-v2-promotable": "ARC_V2 rows are listed as promotable (breaks K2)",
     "newest-first": "checkpoint rows are listed newest first (breaks L1)",

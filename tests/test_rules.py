@@ -1,4 +1,4 @@
-"""emulator.rules: the save-to-kind table of CHECKPOINTS.md, row by row, and the SDK chain."""
+"""emulator.rules: the save-to-kind table of docs/checkpoints.md, row by row, and the SDK chain."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_refusals_say_what_to_do():
     assert "rejected by the inspector" in rules.promotion_refusal(None)
 
 
-# (save, lora, checkpoint_type) -> expected kind; one row per cell of the CHECKPOINTS.md table
+# (save, lora, checkpoint_type) -> expected kind; one row per cell of the docs/checkpoints.md table
 SAVE_TABLE = [
     ("state", True, None, K.TRAINING_LORA),
     ("state", False, None, K.TRAINING),

@@ -1,4 +1,4 @@
-"""The trainer gateway: `/training/v1/rlorTrainerJobs/{account}/{job}/api/v1/...` (WIRE.md B).
+"""The trainer gateway: `/training/v1/rlorTrainerJobs/{account}/{job}/api/v1/...` (docs/wire.md B).
 
 One concept per module:
     routes       FastAPI handlers; checks caller, job and state; `router` is what create_app includes

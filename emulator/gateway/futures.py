@@ -2,7 +2,7 @@
 
 Every mutating trainer call answers `{"request_id", "model_id"}` immediately; the work runs later
 on the model's worker thread, which resolves the future with either a success payload or
-`{"error": msg, "category": "user"|"server"}` (WIRE.md B.2). `retrieve_future` long-polls a
+`{"error": msg, "category": "user"|"server"}` (docs/wire.md B.2). `retrieve_future` long-polls a
 future from the event loop without tying up a thread, so many idle polls cost nothing.
 
 Results are kept after they are read (the SDK re-polls after a dropped connection), bounded

@@ -1,7 +1,7 @@
 """The work each future runs on its model's worker thread, and the success payload it answers.
 
 Each function takes the model and the request body, does the trainer call, and returns the
-exact payload WIRE.md B.3 lists; a caller mistake raises `UserError` (or the trainer's
+exact payload docs/wire.md B.3 lists; a caller mistake raises `UserError` (or the trainer's
 `TrainerUserError`), which the worker turns into `{"error", "category": "user"}`.
 Request fields other than the routing ones (model_id, seq_id) are checked here, at execution
 time, not at POST time: a sequenced request must always take its place in the sequence, or

@@ -1,4 +1,4 @@
-"""The trainer gateway: `/training/v1/rlorTrainerJobs/{account}/{job_id}/api/v1/...` (WIRE.md B.3).
+"""The trainer gateway: `/training/v1/rlorTrainerJobs/{account}/{job_id}/api/v1/...` (docs/wire.md B.3).
 
 Thin handlers. Each call is checked in one place (`_call`): the caller's key must belong to the
 path's account (else the same 404 a missing job gets), the job must exist (404) and be

@@ -1,4 +1,4 @@
-"""The decision order of CHECKPOINTS.md: file list, one family, then that family's checks.
+"""The decision order of docs/checkpoints.md: file list, one family, then that family's checks.
 
 1. File list: only regular files, flat (no links, no subdirectories), at most MAX_FILES;
    pickle weight files are refused by name; harmless extras are ignored; anything unexpected

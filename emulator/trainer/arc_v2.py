@@ -1,6 +1,6 @@
 """ARC_V2 deltas: full weights stored as XOR against an earlier INFERENCE_BASE of the same job.
 
-The real byte format is not public; ours is specified in CHECKPOINTS.md. A delta directory
+The real byte format is not public; ours is specified in docs/checkpoints.md. A delta directory
 looks like the target's Hugging Face directory (same config.json, index, shard names, tensor
 names, dtypes, shapes and data offsets) plus:
 

@@ -1,6 +1,6 @@
 """Wire datums -> validated tensors -> loss, per-datum outputs and ``name:reduction`` metrics.
 
-Wire semantics (WIRE.md B.3): a datum's ``model_input.chunks[].tokens`` are the N input tokens;
+Wire semantics (docs/wire.md B.3): a datum's ``model_input.chunks[].tokens`` are the N input tokens;
 every ``loss_fn_inputs`` tensor is aligned with them position by position (position i holds the
 target predicted *at* input i). ``TensorData`` arrives as ``{"data", "dtype", "shape"?}``,
 possibly CSR-sparse (``sparse_crow_indices`` / ``sparse_col_indices``, 2-D only), or as a raw

@@ -405,7 +405,7 @@ class TrainerModel:
 
     def save_sampler(self, dest: Path, checkpoint_type: str, base_dir: Path | None = None,
                      base_identity: str | None = None) -> None:
-        """Sampler export (CHECKPOINTS.md): HF weights, a PEFT adapter, or an ARC_V2 delta.
+        """Sampler export (docs/checkpoints.md): HF weights, a PEFT adapter, or an ARC_V2 delta.
 
         full + base -> HF dir; full + delta -> ``arc_v2.make_delta`` against ``base_dir``
         (``base_identity`` defaults to the base directory's name); LoRA + base/delta -> PEFT

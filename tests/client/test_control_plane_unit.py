@@ -1,4 +1,4 @@
-"""ControlPlaneClient against a scripted MockTransport: wire shapes per WIRE.md part A."""
+"""ControlPlaneClient against a scripted MockTransport: wire shapes per docs/wire.md part A."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""R1-R7 (INVARIANTS.md) through real HTTP: our client against the emulator on a loopback uvicorn.
+"""R1-R7 (docs/invariants.md) through real HTTP: our client against the emulator on a loopback uvicorn.
 
 All tests share one server (distinct jobs, log paths and model ids). The server has the
 rename-dcp-saves quirk on, so any trainer-side rename is exercised on the same paths.

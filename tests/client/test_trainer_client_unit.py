@@ -1,4 +1,4 @@
-"""TrainerGatewayClient's futures protocol against a scripted MockTransport (WIRE.md part B)."""
+"""TrainerGatewayClient's futures protocol against a scripted MockTransport (docs/wire.md part B)."""
 
 from __future__ import annotations
 

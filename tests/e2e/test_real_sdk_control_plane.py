@@ -1,6 +1,6 @@
 """The real fireworks-ai SDK (FireworksClient, TrainerJobManager) against `fwemu serve` over loopback.
 
-This is the referee for WIRE.md part A: job creation and readiness, listing across pages,
+This is the referee for docs/wire.md part A: job creation and readiness, listing across pages,
 promotion by 4-segment name (success, refusal naming the kind, duplicate id), resume, delete,
 account isolation, and persistence across a restart. Checkpoints go in with `fwemu import`.
 """

@@ -1,6 +1,6 @@
 """A small wire-level driver for the trainer gateway (futures protocol by hand), for the in-process tests.
 
-It speaks exactly what WIRE.md B lists, through httpx (FastAPI's TestClient), so the tests see
+It speaks exactly what docs/wire.md B lists, through httpx (FastAPI's TestClient), so the tests see
 status codes, envelopes and raw payloads that the real SDK would hide behind its retries.
 """
 

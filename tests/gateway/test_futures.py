@@ -1,4 +1,4 @@
-"""The futures protocol (WIRE.md B.2): immediate request ids, try_again, typed results and failures,
+"""The futures protocol (docs/wire.md B.2): immediate request ids, try_again, typed results and failures,
 seq_id ordering with out-of-order arrival, and X-Idempotency-Key dedupe."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The real fireworks-ai SDK against the emulator over HTTP: WIRE.md D flows 1-6, unchanged user code.
+"""The real fireworks-ai SDK against the emulator over HTTP: docs/wire.md D flows 1-6, unchanged user code.
 
 Runs with both key types: a Fireworks key (hard-coded client config, pyqwest transport, no
 /client/config call) and a `tml-` key (POST /client/config first, then plain httpx). Telemetry

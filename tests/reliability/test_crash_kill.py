@@ -1,4 +1,4 @@
-"""Crash safety of a real `fwemu serve` process (INVARIANTS.md L2, F1).
+"""Crash safety of a real `fwemu serve` process (docs/invariants.md L2, F1).
 
 The targeted tests stop the process exactly between a blob write and its metadata commit (an
 injected crash rule) and show the orphan on disk, then its removal by recovery at the next

@@ -1,6 +1,6 @@
 """Fault plans: rule counting (pure), path -> operation, and each action against live HTTP.
 
-F1 (INVARIANTS.md): a fault in any single call leaves the server state valid, and our client
+F1 (docs/invariants.md): a fault in any single call leaves the server state valid, and our client
 either retries to success or fails with a clear error. Each action test checks both sides.
 """
 
