@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet torch==2.13.0 || python3 -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch
 python3 -m pip install --quiet -e '.[dev]'
 set +e
-python3 -m pytest -q "$@"
+python3 -m pytest -q --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
