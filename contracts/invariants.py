@@ -102,6 +102,9 @@ L2 = _inv("L2", "durable", "server", """a row, once listed, stays listed across 
     its job's retention ends); a failed save never shows a row""")
 L3 = _inv("L3", "deleted-jobs", "server", """a deleted job's checkpoints stay listable and
     promotable for the retention window, then answer NOT_FOUND""")
+L4 = _inv("L4", "replace", "server", """a save under a name the job already has replaces that row: it
+    is listed once, with a later createTime, its kind judged from the new bytes; a model promoted
+    from the old bytes keeps its files""")
 R1 = _inv("R1", "newest-resumable", "client", """automatic resume loads the newest resumable row
     by parsed time, restores weights and optimizer state, the step, and data_consumed""")
 R2 = _inv("R2", "equivalence", "client", """training N steps straight gives the same weights as
@@ -277,6 +280,18 @@ def check_l2(job_id: str, rows: Sequence[ListedRow], must_list: Mapping[str, str
     allowed = set(must_list) | set(may_list)
     extra = sorted(set(listed) - allowed)
     L2.require(not extra, f"job {job_id}: rows {extra} are listed but no save that succeeded made them")
+
+
+def check_l4_newer(job_id: str, row: ListedRow, replaced_time: str) -> None:
+    """The row that replaced another of its name is newer than the one it replaced."""
+    if not replaced_time:
+        return                                   # the replaced row was never listed: nothing to compare
+    from fwemu.client.timeparse import parse_rfc3339_or_none
+
+    old = parse_rfc3339_or_none(replaced_time)
+    L4.require(row.parsed_time is not None and old is not None and row.parsed_time > old,
+               f"job {job_id}: row {row.name} was saved again, but its createTime {row.create_time} is not "
+               f"later than the replaced row's {replaced_time}")
 
 
 def check_l3_listing(job_id: str, status: int, within_retention: bool) -> None:

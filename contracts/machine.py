@@ -45,7 +45,7 @@ from fwemu.contracts import invariants as inv
 from fwemu.contracts.data import batch
 from fwemu.contracts.drivers import CHECKPOINTS, CRASH, FAULTS, Observer, make_driver
 from fwemu.contracts.faults import FAULT_KINDS
-from fwemu.contracts.invariants import (F1, K1, K3, K4, K5, K6, L2, L3, R1, R2, R4, R6, R7, InvariantViolation,
+from fwemu.contracts.invariants import (F1, K1, K3, K4, K5, K6, L2, L3, L4, R1, R2, R4, R6, R7, InvariantViolation,
                                   ListedRow, tally)
 from fwemu.contracts.model import (JobModel, ModelRecord, RowModel, World, chain_type, dcp_kind, sampler_kind)
 from fwemu.contracts.targets import BLOBS, CLOCK, FAULT_API, RESTART, REWRITE, Target
@@ -472,36 +472,61 @@ class ContractMachine(RuleBasedStateMachine):
     @rule(job=jobs)
     @counted
     def save_state(self, job):
-        """A bare DCP save with no dataloader.json entry (a run that stops between save and bookkeeping)."""
+        """A bare DCP save with no dataloader.json entry (a run that stops between save and bookkeeping).
+        At a step that already has its row, this is the cookbook's final save: it replaces the row (L4)."""
         self._live(job)
         name = f"step-{job.step}"
         probe = self.world.references[job.lineage]
-        taken = name in job.rows
+        replaced = job.rows.get(name) if name in job.rows and job.rows[name].certain else None
         job.touched()
         try:
             path = job.handle.save_state(name)
         except FwError as exc:
-            L2.require(taken, f"save_state({name}) on job {job.job_id} failed though no row has that name: {exc}")
+            L4.require(replaced is None, f"save_state({name}) on job {job.job_id} failed; a taken name must be "
+                                         f"replaced: {exc}")
+            L2.fail(f"save_state({name}) on job {job.job_id} failed though no row has that name: {exc}")
             return
-        except Exception:
-            if taken and self.config.driver == "sdk":
-                return  # the SDK raises its own error types; the point is that nothing was overwritten
-            raise
-        # A name that is taken must be refused; the listing check then proves the old row is untouched.
-        L2.require(not taken, f"save_state({name}) on job {job.job_id} succeeded over an existing row ({path})")
-        self.world.add_row(job, RowModel(name=path, kind=dcp_kind(job.lora), how="save_state", step=job.step,
-                                         data_consumed=job.data_consumed, lineage=job.lineage, probe=probe))
+        row = RowModel(name=path, kind=dcp_kind(job.lora), how="save_state", step=job.step,
+                       data_consumed=job.data_consumed, lineage=job.lineage, probe=probe)
+        self._add_or_replace(job, row)
+
+    def _add_or_replace(self, job: JobModel, row: RowModel) -> None:
+        """Record a successful save; under a taken name the new row takes the old one's place (L4)."""
+        old = job.rows.pop(row.name, None) if row.name in job.rows and job.rows[row.name].certain else None
+        if old is not None:
+            row.replaces = old.first_listed or ""
+            tally().exercised(L4.id)
+        self.world.add_row(job, row)
+        if old is None or not self.has(BLOBS):
+            return
+        for rec in self.world.models.values():
+            if (rec.job_id, rec.row) == (job.job_id, row.name) and rec.files is not None:
+                now = _read_files(self.target.model_dir(self.obs.account, rec.model_id))
+                L4.require(now == rec.files, f"model {rec.model_id}, promoted from {row.name} before that name was "
+                                             "saved again, no longer holds the files it was promoted with")
 
     @rule(job=jobs, checkpoint_type=st.sampled_from([None, "base", "delta", "merged_base"]))
     @counted
     def sampler_save(self, job, checkpoint_type):
         """save_weights_for_sampler; None leaves the type to the weight-sync chain (K4)."""
         self._live(job)
+        self._sampler_save(job, self.world.fresh("sample"), checkpoint_type)
+
+    @rule(job=jobs, pick=st.integers(0, 100), checkpoint_type=st.sampled_from([None, "base", "delta"]))
+    @counted
+    def sampler_resave(self, job, pick, checkpoint_type):
+        """A sampler save under the name of an earlier one of this client: it replaces that row (L4)."""
+        self._live(job)
+        earlier = [r for r in job.certain_rows() if r.base_name]
+        if not earlier:
+            return
+        self._sampler_save(job, earlier[pick % len(earlier)].base_name, checkpoint_type)
+
+    def _sampler_save(self, job: JobModel, name: str, checkpoint_type: str | None) -> None:
         resolved = chain_type(job.lora, job.sampler_saved, checkpoint_type)
         kind, why = sampler_kind(job.lora, resolved)
         if kind == "INFERENCE_ARC_V2" and job.newest_base() is None:
             kind, why = None, "a delta needs an earlier INFERENCE_BASE in the job and there is none"
-        name = self.world.fresh("sample")
         job.touched()
         try:
             path = job.handle.save_sampler(name, checkpoint_type)
@@ -515,9 +540,9 @@ class ContractMachine(RuleBasedStateMachine):
             return
         K4.require(kind is not None, f"sampler save {path} (checkpoint_type={checkpoint_type!r}, resolved "
                                      f"{resolved!r}) on job {job.job_id} succeeded; it must be refused: {why}")
-        self.world.add_row(job, RowModel(name=path, kind=kind, how=f"sampler save ({checkpoint_type or 'chain'} -> "
-                                                                    f"{resolved})", sampler_expect=kind,
-                                         step=job.step, rank=job.lora_rank))
+        self._add_or_replace(job, RowModel(name=path, kind=kind, sampler_expect=kind, step=job.step,
+                                           rank=job.lora_rank, base_name=name,
+                                           how=f"sampler save ({checkpoint_type or 'chain'} -> {resolved})"))
         job.sampler_saved = True
 
     # ------------------------------------------------------------------ interruptions
@@ -659,7 +684,8 @@ class ContractMachine(RuleBasedStateMachine):
         K5.require(status == 200 and isinstance(fetched, dict) and fetched.get("state") == "READY",
                    f"GET model {model_id} after promoting {row.name}: HTTP {status} {str(fetched)[:200]}")
         self._check_model_files(model_id, job, row)
-        self.world.models[model_id] = ModelRecord(model_id, job.job_id, row.name, row.kind, fetched)
+        files = _read_files(self.target.model_dir(self.obs.account, model_id)) if self.has(BLOBS) else None
+        self.world.models[model_id] = ModelRecord(model_id, job.job_id, row.name, row.kind, fetched, files)
 
     @rule(pick=st.integers(0, 100))
     @counted
@@ -1065,6 +1091,8 @@ class ContractMachine(RuleBasedStateMachine):
         for r in job.certain_rows():
             if r.first_listed is None and r.name in listed:
                 r.first_listed = listed[r.name].create_time
+                if r.replaces:
+                    inv.check_l4_newer(job.job_id, listed[r.name], r.replaces)
         inspected = self._inspect(job, rows) if self.has(BLOBS) else None
         inv.check_k1(job.job_id, rows, inspected, {r.name: r.kind for r in job.certain_rows()})
         inv.check_k2(job.job_id, rows)

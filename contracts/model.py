@@ -71,6 +71,8 @@ class RowModel:
     certain: bool = True            # False while a fault left its existence open
     seq: int = 0                    # creation order (== createTime order on a correct server)
     rank: int | None = None         # LoRA rank of the writer of the bytes (0: full weights)
+    base_name: str | None = None    # sampler saves: the name passed to the save (the path adds a suffix)
+    replaces: str | None = None     # L4: createTime the replaced row of this name was listed with ("" unknown)
 
     @property
     def promotable(self) -> bool:
@@ -177,6 +179,7 @@ class ModelRecord:
     row: str
     kind: str
     record: dict
+    files: dict[str, bytes] | None = None   # the model's files when it was promoted (targets with BLOBS)
 
 
 @dataclass

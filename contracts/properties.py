@@ -439,6 +439,33 @@ def _check_recipe(m, cp, straight, resumed, rerun, stderr, interval, steps, inte
                         f"vs the same config run straight", probes[1], probes[0])
 
 
+# ------------------------------------------------------------------------------ L4
+def _replace(ctx: PropertyContext):
+    """Save again under a taken name: a DCP save at the same step (the cookbook's final save) and a
+    sampler save under an earlier sampler name, after that row was listed and promoted. The row is
+    listed once, newer, of the kind its new bytes have; the promoted model keeps its files."""
+    @given(lora=st.booleans(), checkpoint_type=st.sampled_from([None, "base", "delta"]), train_between=st.booleans())
+    @example(lora=False, checkpoint_type="delta", train_between=True)
+    @example(lora=True, checkpoint_type=None, train_between=True)
+    def a_taken_name_is_replaced(lora, checkpoint_type, train_between):
+        with machine_of(ctx) as m:
+            job = m._new_job(lora)
+            m.train(job, 1, 1)
+            m.save_state(job)
+            m.sampler_save(job, "base")
+            m.check_server_state()                     # both rows listed: their createTimes are known
+            sampler = next(r for r in job.certain_rows() if r.base_name)
+            status, body = m.obs.promote(job.job_id, sampler.name, m.world.fresh("m"), m.target.base_model)
+            if status == 200:
+                m._accept_model(body["model"]["name"].rsplit("/", 1)[-1], job, sampler, body.get("model") or {})
+            m.save_state(job)                          # same step, same name: replaced
+            if train_between:
+                m.train(job, 1, 1)
+            m.sampler_resave(job, 0, checkpoint_type)
+            m.check_server_state()
+    return a_taken_name_is_replaced
+
+
 PROPERTIES: list[Property] = [
     Property("resume", ("R1", "R2"), _resume, weight=1.5),
     Property("cross-job-init", ("R4",), _cross_job, weight=0.5, driver_caps=(CHECKPOINTS,),
@@ -446,6 +473,7 @@ PROPERTIES: list[Property] = [
     Property("chain", ("K1", "K2", "K4"), _chain),
     Property("promotion", ("K3", "K5", "K6", "R7"), _promotion),
     Property("listing", ("L1", "L2"), _listing),
+    Property("replace", ("L4",), _replace, weight=0.5),
     Property("retention", ("L3",), _retention),
     Property("writer-lies", ("K1",), _writer_lies, needs=(REWRITE,),
              why_needed="needs write access to the blob store"),

@@ -28,7 +28,7 @@ from fwemu.emulator.gateway.runtime import ModelState
 from fwemu.emulator.gateway.sequencer import UserError
 from fwemu.emulator.inspect import Kind
 from fwemu.emulator.services import Services
-from fwemu.emulator.store import AlreadyExists, CheckpointRow, Rejected
+from fwemu.emulator.store import CheckpointRow, Rejected
 
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 CROSS_JOB_PREFIX = "cross_job://"
@@ -46,23 +46,20 @@ def save_state(services: Services, model: ModelState, name: str) -> str:
     if "rename-dcp-saves" in settings.quirks and model.is_lora:
         stored_name = _step_name(services, model)
     claimed = rules.expected_kind(save="state", lora=model.is_lora)
-    try:
+    try:  # a name the job already has is replaced, as the real trainer does (the SDK logs "overwriting")
         with store.write_checkpoint(model.account, model.job_id, stored_name, require_valid=True,
-                                    claimed_kind=claimed.value) as staging:
+                                    claimed_kind=claimed.value, replace=True) as staging:
             if "drop-optimizer-state" in settings.breaks:
                 _save_state_with_fresh_optimizer(model.trainer, staging)
             else:
                 model.trainer.save_state(staging)
-    except AlreadyExists:
-        raise UserError(f"checkpoint {stored_name!r} already exists in trainer job {model.job_id}; "
-                        "save under a new name (overwriting is not supported)") from None
     except Rejected as exc:
         raise RuntimeError(f"the trainer wrote a DCP checkpoint the inspector rejects: {exc}") from exc
     return stored_name
 
 
 def _step_name(services: Services, model: ModelState) -> str:
-    """`step-<trainer step>`, or the first free `step-<k>-<n>` (the emulator cannot overwrite)."""
+    """`step-<trainer step>`, or the first free `step-<k>-<n>` (the quirk never lands on a taken name)."""
     base = f"step-{model.trainer.step}"
     candidate, n = base, 0
     while services.store.get_checkpoint(model.account, model.job_id, candidate) is not None:
@@ -109,7 +106,7 @@ def resolve_checkpoint_type(model: ModelState, requested) -> str:
 
 
 def save_sampler(services: Services, model: ModelState, name: str, checkpoint_type: str) -> str:
-    """Write a sampler export under exactly the name received (`<name>-<session8hex>`)."""
+    """Write a sampler export under exactly the name received (`<name>-<session8hex>`); a taken name is replaced."""
     try:
         claimed = rules.expected_kind(save="sampler", lora=model.is_lora, checkpoint_type=checkpoint_type)
     except ValueError as exc:
@@ -124,16 +121,17 @@ def save_sampler(services: Services, model: ModelState, name: str, checkpoint_ty
         base_dir, base_identity = store.checkpoint_dir(model.account, model.job_id, base.name), base.name
     try:
         with store.write_checkpoint(model.account, model.job_id, name, require_valid=True,
-                                    claimed_kind=claimed.value) as staging:
+                                    claimed_kind=claimed.value, replace=True) as staging:
             written = checkpoint_type
             if "lora-delta-merged" in services.settings.breaks and model.is_lora and checkpoint_type == "delta":
                 written = "merged_base"  # test-only break switch: the LoRA chain stops being INFERENCE_LORA
-            model.trainer.save_sampler(staging, written, base_dir, base_identity)
+            if base_dir is None:
+                model.trainer.save_sampler(staging, written, None, None)
+            else:
+                with store.snapshot_dir(base_dir) as base_snapshot:
+                    model.trainer.save_sampler(staging, written, base_snapshot, base_identity)
     except ValueError as exc:  # the store's name rule
         raise UserError(str(exc)) from None
-    except AlreadyExists:
-        raise UserError(f"sampler checkpoint {name!r} already exists in trainer job {model.job_id}; "
-                        "save under a new name") from None
     except Rejected as exc:
         raise RuntimeError(f"the trainer wrote a sampler checkpoint the inspector rejects: {exc}") from exc
     return name

@@ -81,8 +81,6 @@ def optim_step(model: ModelState, body: Mapping) -> dict:
 
 def save_weights(services: Services, model: ModelState, body: Mapping) -> dict:
     _trainable(model)
-    if body.get("overwrite"):
-        raise UserError("overwrite=true is not supported; save under a new name")
     path = checkpoints.save_state(services, model, body.get("path"))
     return {"path": path, "type": "save_weights"}
 
@@ -106,7 +104,8 @@ def load_weights(services: Services, model: ModelState, body: Mapping) -> dict:
         raise UserError(f"optimizer must be true or false, got {optimizer!r}")
     path = body.get("path")
     src = checkpoints.resolve_loadable(services, model, path)
-    trainer.load_state(src, optimizer)
+    with services.store.snapshot_dir(src) as snapshot:   # a replace of that name meanwhile cannot mix saves
+        trainer.load_state(snapshot, optimizer)
     return {"path": path, "type": "load_weights"}
 
 

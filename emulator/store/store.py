@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sqlite3
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import fwemu.emulator.inspect as inspector  # inspector.inspect_checkpoint / .fingerprint load on first use
 from fwemu.emulator.inspect import Kind, Verdict
-from fwemu.emulator.store.atomic import link_or_copy_tree, publish_dir, remove_tree
+from fwemu.emulator.store.atomic import fsync_tree, link_or_copy_tree, publish_dir, remove_tree
 from fwemu.emulator.store.clock import Clock
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -106,6 +107,13 @@ class CheckpointRow:
     claimed_kind: str | None = None
 
 
+def _fingerprint_or_none(path: Path) -> str | None:
+    try:
+        return inspector.fingerprint(path)
+    except OSError:
+        return None
+
+
 def _encode_token(create_us: int, name: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([create_us, name]).encode()).decode().rstrip("=")
 
@@ -130,6 +138,7 @@ class Store:
         self.mixed_precision_stamps = mixed_precision_stamps  # quirk: every other row on a whole second
         self._stamps = 0
         self._lock = threading.RLock()
+        self._released = threading.Condition(self._lock)   # a reserved checkpoint name became free
         self._reserved: set[tuple[str, ...]] = set()
         # called after a blob dir is published and before its row is committed (emulator.faults crash rules)
         self.before_commit: Callable[[str, str, str], None] | None = None
@@ -145,7 +154,9 @@ class Store:
         self.blobs = self.root / "blobs"
         self.models_dir = self.root / "models"
         self.staging = self.root / "staging"
-        for d in (self.blobs, self.models_dir, self.staging):
+        # a replaced checkpoint's old directory waits here until the new row is committed
+        self.replacing = self.root / "replacing"
+        for d in (self.blobs, self.models_dir, self.staging, self.replacing):
             d.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         if db_path != ":memory:":
@@ -164,11 +175,12 @@ class Store:
 
     def recover(self) -> dict[str, int]:
         """Drop what a crash left behind: staging dirs, and blob or model dirs with no row."""
-        removed = {"staging": 0, "checkpoints": 0, "models": 0}
+        removed = {"staging": 0, "checkpoints": 0, "models": 0, "replacements_undone": 0}
         with self._lock:
             for entry in list(self.staging.iterdir()):
                 remove_tree(entry)
                 removed["staging"] += 1
+            removed["replacements_undone"] = self._recover_replacements()
             rows = {(a, j, n) for a, j, n in self.db.execute("SELECT account, job_id, name FROM checkpoints")}
             for ckpt in self.blobs.glob("*/*/*"):
                 if (ckpt.parts[-3], ckpt.parts[-2], ckpt.parts[-1]) not in rows:
@@ -180,6 +192,28 @@ class Store:
                     remove_tree(mdir)
                     removed["models"] += 1
         return removed
+
+    def _recover_replacements(self) -> int:
+        """Finish or undo replaces a crash interrupted; returns how many were undone.
+
+        A replace moves the old directory to `replacing/`, the new one into place, then commits
+        the row. The row's fingerprint says which side won: the old bytes go back unless the
+        new row was committed.
+        """
+        undone = 0
+        for old in self.replacing.glob("*/*/*"):
+            account, job_id, name = old.parts[-3:]
+            final = self.checkpoint_dir(account, job_id, name)
+            r = self.db.execute("SELECT fingerprint FROM checkpoints WHERE account=? AND job_id=? AND name=?",
+                                (account, job_id, name)).fetchone()
+            committed_old = r is not None and _fingerprint_or_none(old) == r[0]
+            if r is not None and (not final.exists() or (committed_old and _fingerprint_or_none(final) != r[0])):
+                remove_tree(final)
+                publish_dir(old, final, fsync=self.fsync)
+                undone += 1
+            else:
+                remove_tree(old)
+        return undone
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -251,22 +285,30 @@ class Store:
 
     @contextmanager
     def write_checkpoint(self, account: str, job_id: str, name: str, *, require_valid: bool = False,
-                         claimed_kind: str | None = None) -> Iterator[Path]:
+                         claimed_kind: str | None = None, replace: bool = False) -> Iterator[Path]:
         """Yield an empty staging dir; on clean exit classify, publish and record it atomically.
 
         With require_valid, a directory the inspector rejects raises Rejected and nothing is kept.
         Otherwise a rejected directory is kept and recorded without a kind: it is not a row, but
         the admin listing shows it with the inspector's reason.
+
+        A name the job already has raises AlreadyExists, unless `replace`: then the new bytes take
+        the old row's place in one step (new createTime and updateTime, kind judged again); a
+        listing sees the old row or the new one, never neither; a crash keeps the old one; models
+        promoted from the old bytes keep their own links to them. Writers of one name take turns.
         """
         if not NAME_RE.fullmatch(name):  # fullmatch: `$` would let "step-1\n" through
             raise ValueError(f"checkpoint name {name!r} must match {NAME_RE.pattern}")
         key = ("ckpt", account, job_id, name)
-        with self._lock:
-            exists = self.db.execute(
-                "SELECT 1 FROM checkpoints WHERE account=? AND job_id=? AND name=?", (account, job_id, name)
-            ).fetchone()
-            if exists or key in self._reserved:
-                raise AlreadyExists(f"checkpoint {name} already exists in job {job_id}")
+        with self._released:
+            while True:
+                if not replace and self._has_row(account, job_id, name):
+                    raise AlreadyExists(f"checkpoint {name} already exists in job {job_id}")
+                if key not in self._reserved:
+                    break
+                if not replace:
+                    raise AlreadyExists(f"checkpoint {name} already exists in job {job_id}")
+                self._released.wait()
             self._reserved.add(key)
         staging = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.staging))
         try:
@@ -275,6 +317,8 @@ class Store:
             if verdict.kind is None and require_valid:
                 raise Rejected(verdict)
             final = self.checkpoint_dir(account, job_id, name)
+            if self._replace_checkpoint(account, job_id, name, staging, final, verdict, claimed_kind):
+                return
             publish_dir(staging, final, fsync=self.fsync)
             try:
                 if self.before_commit:
@@ -287,23 +331,73 @@ class Store:
             remove_tree(staging)
             raise
         finally:
-            with self._lock:
+            with self._released:
                 self._reserved.discard(key)
+                self._released.notify_all()
 
-    def _record_checkpoint(self, account, job_id, name, final: Path, verdict: Verdict, claimed) -> None:
+    def _has_row(self, account: str, job_id: str, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM checkpoints WHERE account=? AND job_id=? AND name=?",
+                               (account, job_id, name)).fetchone() is not None
+
+    def _replace_checkpoint(self, account, job_id, name, staging: Path, final: Path, verdict: Verdict,
+                            claimed) -> bool:
+        """When the name has a row: swap the directory and commit the new row under the lock; else False.
+
+        Readers that find a fingerprint moving re-check under the lock, so they see either side.
+        """
+        if self.fsync:
+            fsync_tree(staging)
+        old = self.replacing / account / job_id / name
+        with self._lock:
+            if not self._has_row(account, job_id, name):
+                return False
+            old.parent.mkdir(parents=True, exist_ok=True)
+            remove_tree(old)                               # left by a crash that recovery could not finish
+            os.rename(final, old)
+            os.rename(staging, final)
+            try:
+                if self.before_commit:
+                    self.before_commit("checkpoint", account, job_id)
+                self._record_checkpoint(account, job_id, name, final, verdict, claimed, replace=True)
+            except BaseException:
+                remove_tree(final)                         # the old bytes and row stay
+                os.rename(old, final)
+                raise
+        remove_tree(old)
+        return True
+
+    @contextmanager
+    def snapshot_dir(self, path: Path) -> Iterator[Path]:
+        """A private hard-linked copy of a stored directory, taken under the lock.
+
+        Readers that open several files of a checkpoint (DCP's .metadata then its data files) read
+        the snapshot, so a replace of that name in between can never hand them a mix of two saves.
+        """
+        holder = Path(tempfile.mkdtemp(prefix="snap-", dir=self.staging))
+        try:
+            with self._lock:
+                link_or_copy_tree(path, holder / "d")
+            yield holder / "d"
+        finally:
+            remove_tree(holder)
+
+    def _stamp(self) -> int:
+        """A createTime for a row committed now (inside the write lock: createTime order == commit order)."""
+        self._stamps += 1
+        if self.mixed_precision_stamps and self._stamps % 2 == 0:
+            return self.clock.now_us_whole_second()
+        return self.clock.now_us()
+
+    def _record_checkpoint(self, account, job_id, name, final: Path, verdict: Verdict, claimed, *,
+                           replace: bool = False) -> None:
         fp = inspector.fingerprint(final)
         with self._tx() as db:  # stamp inside the write lock: createTime order == commit order (L1)
-            self._stamps += 1
-            if self.mixed_precision_stamps and self._stamps % 2 == 0:
-                now = self.clock.now_us_whole_second()
-            else:
-                now = self.clock.now_us()
-            db.execute(
-                "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (account, job_id, name, now, now, fp,
-                 verdict.kind.value if verdict.kind else None, verdict.reason,
-                 json.dumps(verdict.details), claimed),
-            )
+            now = self._stamp()
+            values = (account, job_id, name, now, now, fp, verdict.kind.value if verdict.kind else None,
+                      verdict.reason, json.dumps(verdict.details), claimed)
+            if replace:
+                db.execute("DELETE FROM checkpoints WHERE account=? AND job_id=? AND name=?", (account, job_id, name))
+            db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?)", values)
 
     def _row(self, r: tuple) -> CheckpointRow:
         return CheckpointRow(
@@ -312,21 +406,33 @@ class Store:
         )
 
     def _check(self, r: tuple) -> tuple[CheckpointRow, tuple | None]:
-        """The row as its directory is now, plus the SQL update to persist when its fingerprint moved."""
-        row = self._row(r)
-        path = self.checkpoint_dir(row.account, row.job_id, row.name)
-        try:
-            fp = inspector.fingerprint(path)
-        except OSError:
-            fp = None
-        if fp == r[5]:
-            return row, None
-        verdict = inspector.inspect_checkpoint(path) if fp else None
+        """The row as its directory is now, plus the SQL update to persist when its fingerprint moved.
+
+        The fast path (fingerprint unchanged) takes no lock. A mismatch is looked at again under
+        the lock, with the row read afresh: a replace swaps the directory and commits the new row
+        while holding it, so a listing never mistakes a replace in flight for changed bytes.
+        """
+        path = self.checkpoint_dir(r[0], r[1], r[2])
+        if _fingerprint_or_none(path) == r[5]:
+            return self._row(r), None
+        with self._lock:
+            fresh = self.db.execute("SELECT * FROM checkpoints WHERE account=? AND job_id=? AND name=?",
+                                    (r[0], r[1], r[2])).fetchone()
+            if fresh is None:                        # purged meanwhile: not a row any more
+                gone = self._row(r)
+                return CheckpointRow(gone.account, gone.job_id, gone.name, None, gone.create_us, gone.update_us,
+                                     {}, f"{gone.name}: deleted", gone.claimed_kind), None
+            row = self._row(fresh)
+            fp = _fingerprint_or_none(path)
+            if fp == fresh[5]:
+                return row, None
+            verdict = inspector.inspect_checkpoint(path) if fp else None
         kind = verdict.kind.value if verdict and verdict.kind else None
         reason = verdict.reason if verdict else f"{row.name}: directory is missing"
         details = verdict.details if verdict else {}
         now = self.clock.now_us()
-        update = (fp or "", kind, reason, json.dumps(details), now, row.account, row.job_id, row.name)
+        # compare-and-set on the fingerprint judged: a replace committed since then is not undone
+        update = (fp or "", kind, reason, json.dumps(details), now, row.account, row.job_id, row.name, fresh[5])
         return CheckpointRow(row.account, row.job_id, row.name, Kind(kind) if kind else None,
                              row.create_us, now, details, reason, row.claimed_kind), update
 
@@ -338,7 +444,7 @@ class Store:
             with self._tx() as db:
                 db.executemany(
                     "UPDATE checkpoints SET fingerprint=?, kind=?, reason=?, details=?, update_us=?"
-                    " WHERE account=? AND job_id=? AND name=?", updates)
+                    " WHERE account=? AND job_id=? AND name=? AND fingerprint=?", updates)
         return [row for row, _ in checked]
 
     def list_checkpoints(self, account: str, job_id: str, page_size: int, page_token: str | None = None,
@@ -417,7 +523,8 @@ class Store:
             self._reserved.add(key)
         staging = Path(tempfile.mkdtemp(prefix="model-", dir=self.staging)) / "m"
         try:
-            link_or_copy_tree(source, staging)
+            with self._lock:                       # a replace of the source swaps it under this lock
+                link_or_copy_tree(source, staging)
             final = self.models_dir / account / model_id
             publish_dir(staging, final, fsync=self.fsync)
             try:
