@@ -144,6 +144,8 @@ def _write_repo(hub: Path, repo: Repo) -> Path:
                 raise
     refs = root / "refs"
     refs.mkdir(parents=True, exist_ok=True)
+    if (refs / "main").is_file() and (refs / "main").read_text(encoding="utf-8") == rev:
+        return snap
     ref_tmp = refs / f".main.{os.getpid()}"
     ref_tmp.write_text(rev, encoding="utf-8")
     os.replace(ref_tmp, refs / "main")
