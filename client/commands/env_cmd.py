@@ -67,7 +67,12 @@ def render(pairs: list[tuple[str, str]], unset: tuple[str, ...] = CACHE_OVERRIDE
 
 
 def run(args: argparse.Namespace) -> int:
-    from fwemu.client.standin_tokenizers import materialise  # imports the tokenizers package
+    try:
+        import tokenizers  # noqa: F401  (the stand-ins are real tokenizers.json files)
+    except ImportError:
+        print("error: fwemu env needs the tokenizers package (pip install tokenizers)", file=sys.stderr)
+        return 1
+    from fwemu.client.standin_tokenizers import materialise
 
     hf_home = hf_home_for(args.data_dir)
     try:
