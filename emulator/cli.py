@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("fwemu.client.commands.ls_cmd", "list a trainer job's checkpoints"),
     "promote": ("fwemu.client.commands.promote_cmd", "promote a checkpoint to a model"),
     "train": ("fwemu.client.commands.train_cmd", "run the sft_loop recipe (TOML config or flags)"),
+    "env": ("fwemu.client.commands.env_cmd", "print `export` lines for running cookbook recipes offline here"),
     "demo": ("fwemu.client.commands.demo_cmd", "save, interrupt, resume and promote on an embedded emulator"),
     "contracts": ("fwemu.contracts.cli", "run the checkpoint contract suite against a target"),
 }

@@ -163,21 +163,47 @@ def _input_tokens(datum: Mapping, n: int, vocab_size: int) -> list[int]:
     return tokens
 
 
+class OutOfVocabulary(TrainerUserError):
+    """A token id the stand-in model has no embedding for; ``prepare`` adds why and how to widen."""
+
+    def __init__(self, message: str, token_id: int) -> None:
+        super().__init__(message)
+        self.token_id = token_id
+
+
 def _check_vocab(ids: torch.Tensor, vocab_size: int, where: str) -> None:
     bad = ((ids < 0) | (ids >= vocab_size)).nonzero()
     if bad.numel():
         pos = tuple(int(i) for i in bad[0])
         value = int(ids[pos])
         where_pos = pos[0] if len(pos) == 1 else list(pos)
-        raise TrainerUserError(
-            f"{where}: token id {value} at position {where_pos} is outside the vocabulary (0..{vocab_size - 1}). "
-            "fwemu trains a byte-level stand-in for every base model: encode text with client.tokenizer "
-            "(ids 0-255 are bytes, 256 BOS, 257 EOS, 258 PAD)")
+        raise OutOfVocabulary(
+            f"{where}: token id {value} at position {where_pos} is outside the vocabulary (0..{vocab_size - 1})",
+            value)
+
+
+def _vocab_help(exc: OutOfVocabulary, vocab_size: int, vocab_note: str) -> str:
+    why = f" of the stand-in model ({vocab_note})" if vocab_note else " of the stand-in model"
+    widen = (f"; or start the emulator with FWEMU_MODEL_SIZE=vocab={exc.token_id + 1} (or more) to widen it"
+             if exc.token_id >= vocab_size else "")
+    return (f"{exc}{why}. fwemu trains a small stand-in for every base model: encode with its stand-in "
+            "tokenizer (after eval \"$(fwemu env)\", AutoTokenizer.from_pretrained loads it offline) or with "
+            f"client.tokenizer (ids 0-255 are bytes, 256 BOS, 257 EOS, 258 PAD){widen}")
 
 
 def prepare(data: Sequence[Mapping], loss_fn: str, loss_fn_config: Mapping | None,
-            vocab_size: int, max_len: int) -> list[PreparedDatum]:
-    """Validate a request's datums for ``loss_fn``; every problem is a TrainerUserError naming the datum."""
+            vocab_size: int, max_len: int, vocab_note: str = "") -> list[PreparedDatum]:
+    """Validate a request's datums for ``loss_fn``; every problem is a TrainerUserError naming the datum.
+
+    ``vocab_note`` says where the vocabulary size comes from, for the out-of-range message."""
+    try:
+        return _prepare(data, loss_fn, loss_fn_config, vocab_size, max_len)
+    except OutOfVocabulary as exc:
+        raise TrainerUserError(_vocab_help(exc, vocab_size, vocab_note)) from None
+
+
+def _prepare(data: Sequence[Mapping], loss_fn: str, loss_fn_config: Mapping | None,
+             vocab_size: int, max_len: int) -> list[PreparedDatum]:
     check_loss_fn(loss_fn)
     if not isinstance(data, Sequence) or isinstance(data, (str, bytes)) or not data:
         raise TrainerUserError("data must be a non-empty list of Datum objects")

@@ -4,6 +4,9 @@ Every base model name (``accounts/fireworks/models/<id>``) trains the same small
 stand-in, so the emulator runs on a laptop CPU while its checkpoints keep the real formats.
 The shape is a ``ModelSize``: the defaults give about 0.8M parameters; the environment
 variable ``FWEMU_MODEL_SIZE`` (``"hidden=64,layers=2"``) overrides fields for a whole process.
+The vocabulary is widened per base model (``vocab_for``) so every id of that model's stand-in
+tokenizer (256 bytes + the family's added tokens, ``client.standin_families``) is accepted
+without any setting; names of no known family keep the byte tokenizer's 259.
 This module stays torch-free so the control plane and the inspector tests can import it cheaply.
 """
 
@@ -13,6 +16,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from fwemu.client.standin_families import family_for, vocab_size_for
 from fwemu.client.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 ENV_MODEL_SIZE = "FWEMU_MODEL_SIZE"
@@ -102,9 +106,29 @@ class ModelSize:
         return cls.parse(spec) if spec else cls()
 
 
-def resolve_size(size: ModelSize | None) -> ModelSize:
-    """An explicit size wins; otherwise the environment's (or the defaults)."""
-    return size if size is not None else ModelSize.from_env()
+def vocab_for(base_model: str | None, vocab_size: int = VOCAB_SIZE) -> int:
+    """The vocabulary the stand-in of ``base_model`` gets: ``vocab_size`` widened to cover its
+    family's stand-in tokenizer. Pure; a larger explicit vocabulary is kept as it is."""
+    return vocab_size_for(base_model, vocab_size) if base_model else vocab_size
+
+
+def vocab_origin(base_model: str | None, vocab_size: int) -> str:
+    """Why the vocabulary has this size, for the out-of-range error (no torch, no I/O)."""
+    family = family_for(base_model) if base_model else None
+    if family is not None and family.vocab_size == vocab_size:
+        return (f"256 bytes + the {len(family.tokens)} added tokens of the {family.name} stand-in "
+                f"tokenizer of {base_model!r}")
+    if family is None and vocab_size == VOCAB_SIZE:
+        return f"the byte tokenizer's {VOCAB_SIZE} ids; {base_model!r} is of no known tokenizer family"
+    return f"{ENV_MODEL_SIZE} sets vocab={vocab_size}"
+
+
+def resolve_size(size: ModelSize | None, base_model: str | None = None) -> ModelSize:
+    """An explicit size wins, otherwise the environment's (or the defaults); then the vocabulary
+    is widened for ``base_model`` (``vocab_for``)."""
+    size = size if size is not None else ModelSize.from_env()
+    vocab = vocab_for(base_model, size.vocab_size)
+    return size if vocab == size.vocab_size else dataclasses.replace(size, vocab_size=vocab)
 
 
 def hf_config(base_model: str, size: ModelSize | None = None) -> dict:
@@ -113,7 +137,7 @@ def hf_config(base_model: str, size: ModelSize | None = None) -> dict:
     Both the legacy ``rope_theta``/``torch_dtype`` keys and the transformers 5 spellings
     (``rope_parameters``, ``dtype``) are written so 4.x and 5.x load the directory alike.
     """
-    size = resolve_size(size)
+    size = resolve_size(size, base_model)
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",

@@ -48,7 +48,7 @@ from fwemu.client.tokenizer import PAD_ID
 from . import losses
 from .errors import TrainerUserError
 from .lora import PEFT_PREFIX, apply_lora, is_lora_key, merged_state_dict, peft_adapter_config
-from .model_config import ModelSize, generation_config, hf_config, resolve_size
+from .model_config import ModelSize, generation_config, hf_config, resolve_size, vocab_origin
 from .tiny_llama import TinyLlamaForCausalLM, derive_seed
 
 __all__ = ["TrainerModel", "TrainerUserError", "ModelSize"]
@@ -132,7 +132,7 @@ class TrainerModel:
         self.seed = seed
         self.model_id: str | None = None  # set by the gateway; echoed by info()
         try:
-            self.size = resolve_size(size)
+            self.size = resolve_size(size, base_model)
         except ValueError as exc:
             raise TrainerUserError(str(exc)) from None
         self.device = pick_device(device)
@@ -187,7 +187,8 @@ class TrainerModel:
 
     def _run(self, data: Sequence[Mapping], loss_fn: str, loss_fn_config: Mapping | None, backward: bool) -> dict:
         prepared = losses.prepare(data, loss_fn, loss_fn_config, self.size.vocab_size,
-                                  self.size.max_position_embeddings)
+                                  self.size.max_position_embeddings,
+                                  vocab_note=vocab_origin(self.base_model, self.size.vocab_size))
         results = []
         grad = torch.enable_grad() if backward else torch.no_grad()
         with grad, _sdpa_context(self.device):

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fwemu.client import tokenizer as tok
+from fwemu.client.standin_families import FAMILIES
 from fwemu.emulator.trainer.model_config import ModelSize, hf_config
 
 
@@ -69,7 +70,10 @@ def test_hf_config_fields():
     cfg = hf_config("accounts/fireworks/models/qwen3-8b", ModelSize(hidden_size=64, num_layers=2))
     assert cfg["model_type"] == "llama" and cfg["architectures"] == ["LlamaForCausalLM"]
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_dim"]) == (64, 2, 2, 16)
-    assert (cfg["torch_dtype"], cfg["tie_word_embeddings"], cfg["vocab_size"]) == ("float32", False, 259)
+    assert (cfg["torch_dtype"], cfg["tie_word_embeddings"]) == ("float32", False)
+    # a Qwen3 base model's stand-in covers the Qwen3 stand-in tokenizer; unknown names keep 259
+    assert cfg["vocab_size"] == 256 + len(FAMILIES["qwen3"].tokens) > tok.VOCAB_SIZE
+    assert hf_config("accounts/acme/models/my-own-lm", ModelSize(hidden_size=64, num_layers=2))["vocab_size"] == 259
 
 
 def test_torch_free_modules_do_not_import_torch():

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from fwemu.client.standin_families import family_for
 from fwemu.client.tokenizer import datum_from_tokens, encode
 from fwemu.emulator.trainer.model_session import TrainerModel, TrainerUserError
 from tests.trainer.trainer_helpers import ADAM, BASE, SMALL, sft_batch, train
@@ -244,8 +245,11 @@ def test_out_of_vocabulary_tokens_are_user_errors(where):
     else:
         d["model_input"]["chunks"][0]["tokens"][0] = -1
     m = TrainerModel(BASE, size=SMALL)
-    with pytest.raises(TrainerUserError, match=r"outside the vocabulary \(0\.\.258\).*client\.tokenizer"):
+    top = family_for(BASE).vocab_size - 1  # qwen3-8b: 256 bytes + the Qwen3 stand-in's added tokens
+    with pytest.raises(TrainerUserError, match=rf"outside the vocabulary \(0\.\.{top}\).*qwen3 stand-in"
+                                               r".*client\.tokenizer") as err:
         m.forward_backward([d], "cross_entropy")
+    assert ("FWEMU_MODEL_SIZE=vocab=" in str(err.value)) == (where != "negative")
     assert all(p.grad is None for p in m.model.parameters())
 
 
