@@ -103,7 +103,17 @@ def _serving(rt: DeploymentRuntime, caller: str, model: str) -> Deployment:
     return dep
 
 
-@router.post("/inference/v1/completions")
+INFERENCE_ERROR = {  # OpenAI style, as the serving stack answers; auth and JSON errors keep the service envelope
+    "anyOf": [{"$ref": "#/components/schemas/ErrorEnvelope"}, {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "type", "message"], "properties": {
+            "object": {"type": "string"}, "code": {"type": "string"}, "type": {"type": "string"},
+            "message": {"type": "string"}}}}}]}
+_INFERENCE_RESPONSES = {status: {"description": text, "content": {"application/json": {"schema": INFERENCE_ERROR}}}
+                        for status, text in ((400, "invalid request"), (404, "no such deployment"))}
+
+
+@router.post("/inference/v1/completions", responses=_INFERENCE_RESPONSES)
 def create_completion(body: Any = Body(...), caller: str = Depends(caller_account),
                       rt: DeploymentRuntime = Depends(_runtime)):
     try:
