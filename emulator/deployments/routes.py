@@ -95,7 +95,9 @@ def update_deployment(account: str, deployment_id: str, body: dict[str, Any] = B
     try:
         fields = states.mask_fields(updateMask, body)
         record = states.apply_update(dep.record, account, body, fields)
-        _check_trainer_job(rt.services, record)
+        if record.get("hotLoadTrainerJob") != dep.record.get("hotLoadTrainerJob"):
+            _check_trainer_job(rt.services, record)  # a newly attached job must exist; scaling a
+            # deployment whose job was since deleted (the cookbook's clean-up order) still works
     except states.RuleError as exc:
         raise invalid_argument(str(exc)) from None
     try:

@@ -74,6 +74,8 @@ def test_deployment_crud(server, mgr, trainer_factory):
                      params={"updateMask": "base_model"})
     assert bad.status_code == 400 and "cannot be changed" in bad.json()["error"]["message"]
 
+    second.service.close()
+    second.jobs.delete(second.endpoint.job_id)   # clean-up order of the cookbook: trainer first
     mgr.scale_to_zero("crud-dep")
     raw = mgr._get_deployment("crud-dep")
     assert (raw["minReplicaCount"], raw["maxReplicaCount"], raw["hotLoadTrainerJob"]) == (0, 0, second.job_name)
