@@ -97,3 +97,10 @@ def test_snapshot_survives_restart(tmp_path, monkeypatch):
         assert (after.full_tokens, after.inference_logprobs) == (before.full_tokens, before.inference_logprobs)
     finally:
         proc.stop()
+
+
+def test_admin_reset_forgets_deployments(server, mgr):
+    deploy(mgr, "reset-dep")
+    dep_dir = server.services.store.root / "deployments"
+    assert httpx.post(f"{server.url}/_emulator/v1/reset", headers=H).status_code == 200
+    assert mgr.get("reset-dep") is None and dep_dir.is_dir() and not any(dep_dir.iterdir())
