@@ -15,6 +15,8 @@ from fwemu.emulator import __version__
 from fwemu.emulator.admin.routes import router as admin_router
 from fwemu.emulator.body_limit import BodyLimitMiddleware
 from fwemu.emulator.controlplane.routes import routers as controlplane_routers
+from fwemu.emulator.deployments.runtime import install as install_deployments
+from fwemu.emulator.deployments.serving_routes import routers as deployment_routers
 from fwemu.emulator.faults import install as install_faults
 from fwemu.emulator.gateway.routes import router as gateway_router
 from fwemu.emulator.http_errors import install_error_handlers
@@ -27,6 +29,7 @@ from fwemu.emulator.settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.create(settings)
+    install_deployments(services)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -37,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Local emulator of the Fireworks fine-tuning checkpoint surface.")
     app.state.services = services
     install_error_handlers(app)
-    add_routes(app, *controlplane_routers, gateway_router, admin_router)
+    add_routes(app, *controlplane_routers, *deployment_routers, gateway_router, admin_router)
     install_faults(app, services)
     install_openapi(app)
     install_docs_page(app)

@@ -46,9 +46,9 @@ def state(_caller: str = Depends(caller_account), services: Services = Depends(g
 @router.post("/v1/reset")
 def reset(_caller: str = Depends(caller_account), services: Services = Depends(get_services)):
     """Forget every job, row, model and operation (tests use this between cases)."""
-    gateway = services.extensions.get("gateway")
-    if gateway is not None and hasattr(gateway, "reset"):
-        gateway.reset()
+    for ext in list(services.extensions.values()):  # the gateway's live trainers, the deployments
+        if hasattr(ext, "reset"):
+            ext.reset()
     services.store.reset()
     return {}
 

@@ -20,6 +20,9 @@ Two settings bend saves on purpose:
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 from fwemu.emulator import rules
@@ -106,35 +109,74 @@ def resolve_checkpoint_type(model: ModelState, requested) -> str:
 
 
 def save_sampler(services: Services, model: ModelState, name: str, checkpoint_type: str) -> str:
-    """Write a sampler export under exactly the name received (`<name>-<session8hex>`); a taken name is replaced."""
+    """Write a sampler export under exactly the name received (`<name>-<session8hex>`); a taken name is replaced.
+
+    A full-parameter delta is XORed against this model's previous sampler save (base or delta),
+    which is the snapshot the SDK's WeightSyncer names as `previous_snapshot_identity` when it
+    hot-loads the delta; a model with no earlier save falls back to the job's newest base.
+    """
     try:
         claimed = rules.expected_kind(save="sampler", lora=model.is_lora, checkpoint_type=checkpoint_type)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     store = services.store
-    base_dir = base_identity = None
-    if not model.is_lora and checkpoint_type == "delta":
-        base = store.newest_checkpoint(model.account, model.job_id, {Kind.INFERENCE_BASE})
-        if base is None:
-            raise UserError(f"a delta sampler checkpoint needs an earlier base in trainer job {model.job_id}, "
-                            "and there is none; save with checkpoint_type='base' first")
-        base_dir, base_identity = store.checkpoint_dir(model.account, model.job_id, base.name), base.name
+    base_dir = base_identity = target_out = None
+    full_delta = not model.is_lora and checkpoint_type == "delta"
+    if full_delta:
+        base_identity, base_dir = _delta_base(services, model)
+        target_out = Path(tempfile.mkdtemp(prefix="sampler-chain-", dir=store.staging))  # swept at restart
     try:
         with store.write_checkpoint(model.account, model.job_id, name, require_valid=True,
                                     claimed_kind=claimed.value, replace=True) as staging:
             written = checkpoint_type
             if "lora-delta-merged" in services.settings.breaks and model.is_lora and checkpoint_type == "delta":
                 written = "merged_base"  # test-only break switch: the LoRA chain stops being INFERENCE_LORA
-            if base_dir is None:
-                model.trainer.save_sampler(staging, written, None, None)
-            else:
+            if base_dir is None or base_dir.parent == store.staging:   # no base, or the chain's private copy
+                model.trainer.save_sampler(staging, written, base_dir, base_identity, target_out=target_out)
+            else:                       # a stored row: read a snapshot, a replace of that name cannot mix saves
                 with store.snapshot_dir(base_dir) as base_snapshot:
-                    model.trainer.save_sampler(staging, written, base_snapshot, base_identity)
+                    model.trainer.save_sampler(staging, written, base_snapshot, base_identity,
+                                               target_out=target_out)
     except ValueError as exc:  # the store's name rule
+        _forget_dir(target_out)
         raise UserError(str(exc)) from None
     except Rejected as exc:
+        _forget_dir(target_out)
         raise RuntimeError(f"the trainer wrote a sampler checkpoint the inspector rejects: {exc}") from exc
+    except BaseException:
+        _forget_dir(target_out)
+        raise
+    if not model.is_lora:
+        full_dir = target_out if full_delta else store.checkpoint_dir(model.account, model.job_id, name)
+        _set_chain(model, name, full_dir, store.staging)
     return name
+
+
+def _delta_base(services: Services, model: ModelState) -> tuple[str, Path]:
+    """(identity, full weights dir) the next delta of `model` is computed against."""
+    prev = model.sampler_chain
+    if prev is not None and (prev[1] / "config.json").is_file():
+        return prev
+    base = services.store.newest_checkpoint(model.account, model.job_id, {Kind.INFERENCE_BASE})
+    if base is None:
+        raise UserError(f"a delta sampler checkpoint needs an earlier base in trainer job {model.job_id}, "
+                        "and there is none; save with checkpoint_type='base' first")
+    return base.name, services.store.checkpoint_dir(model.account, model.job_id, base.name)
+
+
+def _set_chain(model: ModelState, name: str, full_dir: Path, cache_root: Path) -> None:
+    """Remember the newest save; a kept delta target is removed once superseded or with the model."""
+    old = model.sampler_chain
+    model.sampler_chain = (name, full_dir)
+    if full_dir.parent == cache_root:
+        weakref.finalize(model, _forget_dir, full_dir)
+    if old is not None and old[1].parent == cache_root and old[1] != full_dir:
+        _forget_dir(old[1])
+
+
+def _forget_dir(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- load_weights

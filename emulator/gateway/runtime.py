@@ -45,6 +45,8 @@ class ModelState:
     trainer: Any = None            # emulator.trainer.model_session.TrainerModel once created
     create_error: str | None = None
     sampler_saved: bool = False    # the SDK chain rule's `base_saved`, for a request without checkpoint_type
+    # (identity, full HF dir) of this model's previous full-parameter sampler save: the next delta's base
+    sampler_chain: tuple[str, Any] | None = None
     unloaded: bool = False
 
     @property

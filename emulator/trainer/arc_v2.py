@@ -1,4 +1,7 @@
-"""ARC_V2 deltas: full weights stored as XOR against an earlier INFERENCE_BASE of the same job.
+"""ARC_V2 deltas: full weights stored as XOR against earlier full weights of the same job.
+
+The base is the previous snapshot of the chain: an INFERENCE_BASE, or the weights an earlier
+delta encodes (the trainer keeps those, a deployment reconstructs them), named by `base_identity`.
 
 The real byte format is not public; ours is specified in docs/checkpoints.md. A delta directory
 looks like the target's Hugging Face directory (same config.json, index, shard names, tensor

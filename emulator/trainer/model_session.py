@@ -405,13 +405,15 @@ class TrainerModel:
     # ------------------------------------------------------------------ sampler exports
 
     def save_sampler(self, dest: Path, checkpoint_type: str, base_dir: Path | None = None,
-                     base_identity: str | None = None) -> None:
+                     base_identity: str | None = None, target_out: Path | None = None) -> None:
         """Sampler export (docs/checkpoints.md): HF weights, a PEFT adapter, or an ARC_V2 delta.
 
         full + base -> HF dir; full + delta -> ``arc_v2.make_delta`` against ``base_dir``
         (``base_identity`` defaults to the base directory's name); LoRA + base/delta -> PEFT
         adapter; LoRA + merged_base -> HF dir with the adapter folded in; full + merged_base
-        -> TrainerUserError. ``checkpoint_type=None`` means "base".
+        -> TrainerUserError. ``checkpoint_type=None`` means "base". For a delta, ``target_out``
+        (a missing or empty dir) keeps the full HF weights the delta encodes, so the next delta
+        can be computed against this one.
         """
         ct = "base" if checkpoint_type is None else str(checkpoint_type).lower()
         if ct not in CHECKPOINT_TYPES:
@@ -440,7 +442,7 @@ class TrainerModel:
                                        "directory; save with checkpoint_type='base' first")
             from . import arc_v2  # numpy-only module owned by the ARC_V2 format
 
-            tmp = Path(tempfile.mkdtemp(prefix="fwemu-delta-target-"))
+            tmp = Path(target_out) if target_out is not None else Path(tempfile.mkdtemp(prefix="fwemu-delta-target-"))
             try:
                 self._write_hf(tmp, self.model.state_dict())
                 try:
@@ -448,7 +450,8 @@ class TrainerModel:
                 except ValueError as exc:  # the base does not fit this model (size, tensors, kind)
                     raise TrainerUserError(f"cannot write a delta against {base_dir.name!r}: {exc}") from None
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if target_out is None:
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     def _write_hf(self, dest: Path, sd: Mapping[str, torch.Tensor]) -> None:
         dest.mkdir(parents=True, exist_ok=True)
