@@ -14,6 +14,7 @@ never read or written: the variables that could point elsewhere (HF_HUB_CACHE, .
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -29,8 +30,9 @@ CACHE_OVERRIDES = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", default=LOCAL_BASE_URL,
-                   help=f"the emulator's URL (default {LOCAL_BASE_URL}, where `fwemu serve` listens)")
+    p.add_argument("--base-url", default=None,
+                   help=f"the emulator's URL (default where `fwemu serve` listens: {LOCAL_BASE_URL}, "
+                        "or port $FWEMU_PORT when set)")
     p.add_argument("--api-key", default=LOCAL_DEV_API_KEY,
                    help=f"an API key the emulator accepts (default the dev key {LOCAL_DEV_API_KEY})")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -80,5 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot write the stand-in tokenizers under {hf_home}: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(render(environment(args.base_url, args.api_key, hf_home)))
+    base_url = args.base_url or (f"http://127.0.0.1:{os.environ['FWEMU_PORT']}" if os.environ.get("FWEMU_PORT")
+                                 else LOCAL_BASE_URL)
+    sys.stdout.write(render(environment(base_url, args.api_key, hf_home)))
     return 0

@@ -74,7 +74,7 @@ def _base(base_model: str, size: ModelSize, device: torch.device) -> TinyLlamaFo
 
 def base_engine(base_model: str) -> Engine:
     device = pick_device(None)
-    return Engine(_base(base_model, resolve_size(None), device), device)
+    return Engine(_base(base_model, resolve_size(None, base_model), device), device)
 
 
 def full_engine(path: Path) -> Engine:
@@ -99,7 +99,7 @@ def lora_engine(path: Path, base_model: str) -> Engine:
     if owner and owner != base_model:
         raise EngineError(f"the adapter was trained on {owner!r}, but the deployment serves {base_model!r}")
     device = pick_device(None)
-    model = _base(base_model, resolve_size(None), device)
+    model = _base(base_model, resolve_size(None, base_model), device)
     apply_lora(model, rank, alpha, seed=0)  # A and B are overwritten by the adapter's tensors
     names = {n for n, _ in model.named_parameters() if ".lora_" in n}
     given = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in adapter.items()}

@@ -58,7 +58,7 @@ def shell_commands(block: str) -> list[Command]:
         m = EXITS.search(line)
         rc = int(m.group(1)) if m else 0
         code = _strip_comment(line)
-        parts = [p.strip() for p in code.split(" && ")]
+        parts = [p.strip().removesuffix("&").strip() for p in code.split(" && ")]   # `cmd &`: backgrounded
         for i, part in enumerate(parts):
             out.append(Command(shlex.split(part) if "$(" not in part else ["sh", "-c", part],
                                rc if i == len(parts) - 1 else 0, part))

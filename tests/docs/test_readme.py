@@ -91,6 +91,19 @@ def wait_healthy(port: int, proc: subprocess.Popen, log) -> None:
     pytest.fail("fwemu serve from the README did not come up")
 
 
+def run_in_session(text: str, cwd, env: dict) -> subprocess.CompletedProcess:
+    """Run one command as in a shell session: what it exports (`eval "$(fwemu env)"`) stays for the next."""
+    env_file = cwd / ".session-env"
+    script = f'{text}\nrc=$?\nenv -0 > "{env_file}"\nexit $rc'
+    out = subprocess.run(["sh", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if env_file.exists():
+        pairs = [item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item]
+        env.clear()
+        env.update({k: v for k, v in pairs if k not in ("PWD", "OLDPWD", "SHLVL", "_")})
+        env_file.unlink()
+    return out
+
+
 @pytest.mark.slow
 def test_readme_blocks_run_as_written(shell):
     work, env, port, servers = shell
@@ -122,8 +135,7 @@ def test_readme_blocks_run_as_written(shell):
                 assert "API key fw-local-dev" in log.read_text()
                 ran.append(cmd.text)
                 continue
-            out = subprocess.run(["sh", "-c", cmd.text], cwd=work, env=env, capture_output=True,
-                                 text=True, timeout=600)
+            out = run_in_session(cmd.text, work, env)
             assert out.returncode == cmd.expect_rc, (f"{b.where(README)}: `{cmd.text}` exited {out.returncode}, "
                                                      f"README says {cmd.expect_rc}\n{out.stdout}\n{out.stderr}")
             ran.append(cmd.text)
