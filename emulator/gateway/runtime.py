@@ -46,6 +46,9 @@ class ModelState:
     create_error: str | None = None
     sampler_saved: bool = False    # the SDK chain rule's `base_saved`, for a request without checkpoint_type
     unloaded: bool = False
+    # forward_backward metrics since the last optim_step, for the per-step metrics log (dashboard):
+    # (trainer grad_epoch they belong to, merged metrics, number of calls)
+    pending_metrics: tuple[int, dict, int] = (-1, {}, 0)
 
     @property
     def is_lora(self) -> bool:

@@ -1,0 +1,124 @@
+"""Line charts as SVG text: a pure function of the points, drawn on the server.
+
+Why server-side SVG: the dashboard runs offline with no script at all (its CSP forbids scripts),
+and an SVG string is testable as text. Every point is kept (one polyline vertex per step, so a
+10,000-step chart is ~120 KB); a point with no value (None or not finite) breaks the line.
+Only presentation attributes are used (no style attributes), so a strict CSP applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Sequence
+
+COLORS = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989")
+MAX_MARKERS = 200  # a circle per point up to this many points (a tooltip each); a bare line beyond
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    points: Sequence[tuple[float, float | None]]  # (x, y); y None = no value at this x
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(count, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks, t = [], first
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks
+
+
+def _label(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.2g}"
+    return f"{v:.4g}"
+
+
+def _finite(y) -> bool:
+    return y is not None and isinstance(y, (int, float)) and math.isfinite(y)
+
+
+def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y_label: str = "",
+               width: int = 720, height: int = 260) -> str:
+    """An <svg> with one polyline per series (gaps where y is missing), axes, ticks and a legend."""
+    left, right, top, bottom = 64, 16, 28, 40
+    pw, ph = width - left - right, height - top - bottom
+    xs = [x for s in series for x, _ in s.points]
+    ys = [y for s in series for _, y in s.points if _finite(y)]
+    total = sum(len(s.points) for s in series)
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" data-points="{total}">'
+            f'<title>{escape(title)}</title>'
+            f'<text x="{left}" y="18" font-size="13" font-weight="bold" fill="#24292f">{escape(title)}</text>')
+    if not xs or not ys:
+        return (head + f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" font-size="13" '
+                       f'fill="#57606a">no steps recorded yet</text></svg>')
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    if y1 == y0:
+        pad = abs(y0) * 0.1 or 1.0
+        y0, y1 = y0 - pad, y1 + pad
+    sx, sy = pw / (x1 - x0), ph / (y1 - y0)
+
+    def px(x: float) -> float:
+        return left + (x - x0) * sx
+
+    def py(y: float) -> float:
+        return top + ph - (y - y0) * sy
+
+    out = [head, f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#d0d7de"/>']
+    for t in nice_ticks(y0, y1):
+        y = py(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eaeef2"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+                   f'fill="#57606a">{_label(t)}</text>')
+    for t in nice_ticks(x0, x1, 6):
+        x = px(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 4}" stroke="#57606a"/>'
+                   f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" font-size="11" '
+                   f'fill="#57606a">{_label(t)}</text>')
+    out.append(f'<text x="{left + pw / 2:.0f}" y="{height - 6}" text-anchor="middle" font-size="11" '
+               f'fill="#57606a">{escape(x_label)}</text>')
+    if y_label:
+        out.append(f'<text x="14" y="{top + ph / 2:.0f}" text-anchor="middle" font-size="11" fill="#57606a" '
+                   f'transform="rotate(-90 14 {top + ph / 2:.0f})">{escape(y_label)}</text>')
+    for i, s in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        out.extend(_polylines(s, color, px, py))
+        if len(s.points) <= MAX_MARKERS:
+            out.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}">'
+                       f'<title>{escape(s.label)} step {_label(x)}: {_label(y)}</title></circle>'
+                       for x, y in s.points if _finite(y))
+        ly = top + 14 + 14 * i
+        out.append(f'<text x="{left + pw - 6}" y="{ly}" text-anchor="end" font-size="11" fill="{color}">'
+                   f'{escape(s.label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _polylines(s: Series, color: str, px, py) -> list[str]:
+    """One polyline per run of consecutive points with a value; data-series names the series."""
+    runs: list[list[str]] = [[]]
+    for x, y in s.points:
+        if _finite(y):
+            runs[-1].append(f"{px(x):.1f},{py(y):.1f}")
+        elif runs[-1]:
+            runs.append([])
+    return [f'<polyline data-series="{escape(s.label)}" fill="none" stroke="{color}" stroke-width="1.5" '
+            f'points="{" ".join(run)}"/>' for run in runs if run]
