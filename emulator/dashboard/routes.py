@@ -52,12 +52,12 @@ def sessions_of(services: Services) -> SessionTable:
 
 
 def viewer(request: Request, services: Services = Depends(get_services)) -> str | None:
-    """The caller's account from the session cookie, else from an API key header; None if neither."""
+    """The caller's account: from an API key header when one is sent (scripts), else from the session
+    cookie; None when neither is valid."""
     keys = services.settings.api_keys
-    account = sessions_of(services).account(request.cookies.get(COOKIE), keys)
-    if account is None and (key := api_key_of(request)):
-        account = account_for_key(key, keys)
-    return account
+    if key := api_key_of(request):
+        return account_for_key(key, keys)
+    return sessions_of(services).account(request.cookies.get(COOKIE), keys)
 
 
 def page(html: str, status: int = 200) -> HTMLResponse:
