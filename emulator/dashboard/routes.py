@@ -38,7 +38,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer Chromium posts forms with `Origin: null`, which
+    # same_origin() must refuse; no link leads off the host anyway
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -85,6 +87,13 @@ def root():
 def stylesheet():
     views = _lazy()[1]
     return Response(views.CSS, media_type="text/css", headers={**SECURITY_HEADERS, "Cache-Control": "max-age=300"})
+
+
+@router.get(f"{PREFIX}/static/favicon.svg")
+def favicon():
+    views = _lazy()[1]
+    return Response(views.FAVICON, media_type="image/svg+xml",
+                    headers={**SECURITY_HEADERS, "Cache-Control": "max-age=300"})
 
 
 @router.get(f"{PREFIX}/login")

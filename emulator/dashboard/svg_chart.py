@@ -23,8 +23,8 @@ class Series:
     points: Sequence[tuple[float, float | None]]  # (x, y); y None = no value at this x
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi]; whole numbers if `integer`."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
     if hi <= lo:
@@ -32,6 +32,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     raw = (hi - lo) / max(count, 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(step, 1)
     first = math.ceil(lo / step - 1e-9) * step
     ticks, t = [], first
     while t <= hi + step * 1e-9:
@@ -88,7 +90,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eaeef2"/>'
                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
                    f'fill="#57606a">{_label(t)}</text>')
-    for t in nice_ticks(x0, x1, 6):
+    for t in nice_ticks(x0, x1, 6, integer=all(float(x).is_integer() for x in xs)):
         x = px(t)
         out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 4}" stroke="#57606a"/>'
                    f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" font-size="11" '

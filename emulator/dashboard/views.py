@@ -15,6 +15,9 @@ from urllib.parse import quote, urlencode
 
 PREFIX = "/dashboard"
 CSS_PATH = f"{PREFIX}/static/dashboard.css"
+FAVICON_PATH = f"{PREFIX}/static/favicon.svg"  # linked, so the browser never asks for /favicon.ico (a 404)
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           'fill="#24292f"/><polyline points="2,12 6,8 9,10 14,3" fill="none" stroke="#fff" stroke-width="2"/></svg>')
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#24292f;background:#f6f8fa}
@@ -137,7 +140,8 @@ def layout(title: str, body: str, account: str | None = None, refresh_s: int | N
     return ("<!DOCTYPE html>"
             f'<html lang="en"><head><meta charset="utf-8"><title>{e(title)} - fwemu</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">{refresh}'
-            f'<link rel="stylesheet" href="{CSS_PATH}"></head><body>'
+            f'<link rel="stylesheet" href="{CSS_PATH}"><link rel="icon" href="{FAVICON_PATH}" type="image/svg+xml">'
+            "</head><body>"
             f'<header><a href="{PREFIX}">fwemu dashboard</a>{who}</header>'
             f"<main>{body}</main></body></html>")
 

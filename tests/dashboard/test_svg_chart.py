@@ -73,6 +73,7 @@ def test_nice_ticks_cover_the_range_with_round_steps():
     assert nice_ticks(0, 10) == [0, 2, 4, 6, 8, 10]
     assert nice_ticks(4.7, 5.6) == [4.8, 5.0, 5.2, 5.4, 5.6]
     assert nice_ticks(3, 3) == [3]
+    assert nice_ticks(1, 4, 6, integer=True) == [1, 2, 3, 4]  # steps are whole: no tick at 1.5
 
 
 @settings(max_examples=60, deadline=None)

@@ -95,7 +95,8 @@ def test_pager_links_carry_the_token_but_never_a_key():
 
 def test_login_form_posts_the_key_in_the_body():
     c = parse(views.login_page())
-    assert c.urls == ["/dashboard/static/dashboard.css", "/dashboard", "/dashboard/login"]
+    assert c.urls == ["/dashboard/static/dashboard.css", "/dashboard/static/favicon.svg", "/dashboard",
+                      "/dashboard/login"]
     html = views.login_page()
     assert 'method="post"' in html and 'type="password"' in html
 
