@@ -4,6 +4,10 @@ Why server-side SVG: the dashboard runs offline with no script at all (its CSP f
 and an SVG string is testable as text. Every point is kept (one polyline vertex per step, so a
 10,000-step chart is ~120 KB); a point with no value (None or not finite) breaks the line.
 Only presentation attributes are used (no style attributes), so a strict CSP applies.
+
+Up to DECIMATE_ABOVE points a series keeps one vertex per point. A longer series keeps, for each
+pixel column, its lowest and highest point (in step order): the drawn line is the same to the
+pixel, spikes included, and a 10,000-step chart formats ~1,300 vertices instead of 10,000.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Sequence
 
 COLORS = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989")
 MAX_MARKERS = 200  # a circle per point up to this many points (a tooltip each); a bare line beyond
+DECIMATE_ABOVE = 2048  # points per series drawn one vertex each; beyond, min/max per pixel column
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,32 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y
 
 def _polylines(s: Series, color: str, px, py) -> list[str]:
     """One polyline per run of consecutive points with a value; data-series names the series."""
-    runs: list[list[str]] = [[]]
+    runs: list[list[tuple[float, float]]] = [[]]
     for x, y in s.points:
         if _finite(y):
-            runs[-1].append(f"{px(x):.1f},{py(y):.1f}")
+            runs[-1].append((px(x), py(y)))
         elif runs[-1]:
             runs.append([])
+    many = len(s.points) > DECIMATE_ABOVE
     return [f'<polyline data-series="{escape(s.label)}" fill="none" stroke="{color}" stroke-width="1.5" '
-            f'points="{" ".join(run)}"/>' for run in runs if run]
+            f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in (per_column(run) if many else run))}"/>'
+            for run in runs if run]
+
+
+def per_column(run: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """For each whole-pixel column, its lowest and highest vertex in their original order."""
+    out: list[tuple[float, float]] = []
+    column = None
+    lo = hi = run[0]
+    for p in run:
+        c = int(p[0])
+        if c != column:
+            if column is not None:
+                out.extend((lo, hi) if lo is not hi and lo[0] <= hi[0] else (hi, lo) if lo is not hi else (lo,))
+            column, lo, hi = c, p, p
+        elif p[1] < lo[1]:
+            lo = p
+        elif p[1] > hi[1]:
+            hi = p
+    out.extend((lo, hi) if lo is not hi and lo[0] <= hi[0] else (hi, lo) if lo is not hi else (lo,))
+    return out

@@ -20,10 +20,12 @@ import json
 import math
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Mapping
 
-MAX_READ_BYTES = 64 << 20       # a chart reads at most the newest 64 MiB of a log (~500k steps)
+MAX_READ_BYTES = 64 << 20       # a chart reads at most the newest 64 MiB of a log (~300k steps)
+CACHED_LOGS = 8                 # logs whose parsed records are kept for the next read
 _APPEND_LOCK = threading.Lock()  # models of one job log from different worker threads
 
 
@@ -87,7 +89,7 @@ def parse_lines(data: bytes) -> list[dict]:
     if not data:
         return []
     try:  # fast path: one parse for the whole log
-        records = json.loads(b"[" + b",".join(line for line in data.split(b"\n") if line.strip()) + b"]")
+        records = json.loads(b"[" + data.strip().replace(b"\n", b",") + b"]")
         if all(isinstance(r, dict) for r in records):
             return records
     except ValueError:
@@ -108,6 +110,8 @@ class StepLog:
     def __init__(self, root: Path, *, fsync: bool = False):
         self.root = Path(root)
         self.fsync = fsync
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[Path, tuple[int, int, list[dict]]] = OrderedDict()  # path -> (inode, offset, records)
 
     def path(self, account: str, job_id: str, create_us: int) -> Path:
         return self.root / account / job_id / f"{int(create_us)}.jsonl"
@@ -134,21 +138,40 @@ class StepLog:
                 _fsync_dir(path.parent)
 
     def read(self, account: str, job_id: str, create_us: int) -> list[dict]:
-        """The job's records, oldest first (at most the newest MAX_READ_BYTES of the log)."""
+        """The job's records, oldest first (at most the newest MAX_READ_BYTES of the log).
+
+        Parsed records are kept per log (the newest CACHED_LOGS logs), so a page that refreshes every
+        few seconds parses only the lines appended since its last read. A log that shrank or was
+        replaced (another inode) is read again from the start."""
         path = self.path(account, job_id, create_us)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             return []
         try:
-            size = os.fstat(fd).st_size
-            start = max(0, size - MAX_READ_BYTES)
-            data = os.pread(fd, size - start, start)
+            st = os.fstat(fd)
+            with self._cache_lock:
+                cached = self._cache.get(path)
+            if cached and cached[0] == st.st_ino and cached[1] <= st.st_size:
+                ino, offset, done = cached
+                data = os.pread(fd, st.st_size - offset, offset)
+            else:
+                offset = max(0, st.st_size - MAX_READ_BYTES)
+                data, done = os.pread(fd, st.st_size - offset, offset), []
+                if offset:
+                    cut = data.find(b"\n") + 1  # the first line was cut by the window
+                    data, offset = data[cut:], offset + cut
         finally:
             os.close(fd)
-        if start:
-            data = data[data.find(b"\n") + 1:]  # the first line was cut by the window
-        return parse_lines(data)
+        end = data.rfind(b"\n") + 1  # complete lines are cached; an unterminated tail is parsed each time
+        complete = done + parse_lines(data[:end]) if end else list(done)
+        with self._cache_lock:
+            self._cache[path] = (st.st_ino, offset + end, complete)
+            self._cache.move_to_end(path)
+            while len(self._cache) > CACHED_LOGS:
+                self._cache.popitem(last=False)
+        tail = parse_lines(data[end:]) if end < len(data) else []
+        return complete + tail
 
     def last(self, account: str, job_id: str, create_us: int, window: int = 16 << 10) -> dict | None:
         """The newest complete record, reading only the log's tail (for a summary line)."""
@@ -175,11 +198,15 @@ class StepLog:
         import shutil
 
         shutil.rmtree(self.root / account / job_id, ignore_errors=True)
+        with self._cache_lock:
+            self._cache.clear()
 
     def remove_all(self) -> None:
         import shutil
 
         shutil.rmtree(self.root, ignore_errors=True)
+        with self._cache_lock:
+            self._cache.clear()
 
 
 def _fsync_dir(path: Path) -> None:
