@@ -7,11 +7,14 @@ appended through the real `StepLog.append`. fsync is off during set-up only (as 
 controlplane_latency.py).
 
 Measured, in the same run, each beside its baseline:
-  job page, first page         GET /dashboard/jobs/<job> (50 rows + both charts from the 10,000-step
-                               log), through the app in process (FastAPI TestClient: no socket);
-                               warm: the step log's parsed records are cached (a refreshing page)
-  job page, after a restart    the same page as the first request to a fresh app on the same data
-                               dir (the whole log is parsed from disk)
+  job page, first page         GET /dashboard/jobs/<job> (first page of 50 rows + both charts from the
+                               10,000-step log), through the app in process (FastAPI TestClient: no
+                               socket), three ways:
+    while training             one new step is appended (untimed) before each request: the log parses
+                               the new line, both charts are drawn again
+    idle                       no new step: the charts of the previous view are reused
+    first view after a restart the first request to a fresh app on the same data dir: the whole log
+                               is parsed from disk
     baseline                   GET /v1/.../checkpoints?pageSize=50: the plain JSON listing of the same rows
   chart render                 svg_chart.line_chart on the 10,000 loss points (pure function)
     baseline                   json.dumps of the same 10,000 points
@@ -89,7 +92,7 @@ def timed(fn, reqs: int, warm: int = 2) -> list[float]:
     return out
 
 
-def measure(data_dir: Path, reqs: int) -> dict:
+def measure(data_dir: Path, reqs: int, steps: int) -> dict:
     from fastapi.testclient import TestClient
 
     from fwemu.emulator.app import create_app
@@ -116,17 +119,25 @@ def measure(data_dir: Path, reqs: int) -> dict:
             return len(r.content)
 
         page_bytes, listing_bytes = page(), listing()
-        first_page = page  # the first page of rows; the charts read the whole step log
-        page_s = timed(first_page, reqs)
+        page_s = timed(page, reqs)  # idle: no new step between two views
         listing_s = timed(listing, reqs)
+        training_s = []
+        for i in range(reqs + 2):
+            last = store.step_log.read(ACCOUNT, JOB, job.create_us)[-1]
+            store.step_log.append(ACCOUNT, JOB, job.create_us, {**last, "t": last["t"] + 1,
+                                                                 "step": last["step"] + 1})
+            t0 = time.perf_counter()
+            page()
+            if i >= 2:
+                training_s.append(time.perf_counter() - t0)
 
-        records = store.step_log.read(ACCOUNT, JOB, job.create_us)
+        records = store.step_log.read(ACCOUNT, JOB, job.create_us)[:steps]  # without the steps added above
         points = [(i, metrics_log.loss_per_token(r)) for i, r in enumerate(records, 1)]
         svg = line_chart([Series("model-0", points)], title="loss")
         chart_s = timed(lambda: line_chart([Series("model-0", points)], title="loss"), reqs)
         dumps_s = timed(lambda: json.dumps(points), reqs)
         read_s = timed(lambda: store.step_log.read(ACCOUNT, JOB, job.create_us), reqs)
-        both_s = timed(lambda: charts(records), reqs)
+        both_s = timed(lambda: charts(records), reqs)  # no cache key: drawn every time
     cold_s = []
     for _ in range(max(3, reqs // 4)):
         with TestClient(create_app(settings)) as fresh:
@@ -136,7 +147,8 @@ def measure(data_dir: Path, reqs: int) -> dict:
             t0 = time.perf_counter()
             assert fresh.get(f"/dashboard/jobs/{JOB}").status_code == 200
             cold_s.append(time.perf_counter() - t0)
-    return {"page_after_restart": summary_ms(cold_s), "page": summary_ms(page_s), "listing": summary_ms(listing_s), "chart": summary_ms(chart_s),
+    return {"page_after_restart": summary_ms(cold_s), "page_training": summary_ms(training_s),
+            "page": summary_ms(page_s), "listing": summary_ms(listing_s), "chart": summary_ms(chart_s),
             "json_points": summary_ms(dumps_s), "log_read": summary_ms(read_s), "both_charts": summary_ms(both_s),
             "page_bytes": page_bytes, "listing_bytes": listing_bytes, "svg_bytes": len(svg),
             "steps_read": len(records)}
@@ -156,14 +168,17 @@ def main() -> None:
         tmp = Path(tmp)
         template = write_template(tmp / "template")
         setup = populate(tmp / "data", template, rows, args.steps)
-        m = measure(tmp / "data", reqs)
+        m = measure(tmp / "data", reqs, args.steps)
     result["results"] = {"setup": setup, **m}
     page_ratio = ratio(m["page"]["p50_ms"], m["listing"]["p50_ms"])
     chart_ratio = ratio(m["chart"]["p50_ms"], m["json_points"]["p50_ms"])
     result["tables"].append(table(
         f"{rows:,} rows, {m['steps_read']:,} steps (ms; in process, no socket)",
         ["measurement", "p50", "p99", "baseline", "baseline p50", "ratio"],
-        [["job page, first page (50 rows + 2 charts)", m["page"]["p50_ms"], m["page"]["p99_ms"],
+        [["job page, while training (new step each view)", m["page_training"]["p50_ms"],
+          m["page_training"]["p99_ms"], "JSON listing, 50 rows", m["listing"]["p50_ms"],
+          fmt(ratio(m["page_training"]["p50_ms"], m["listing"]["p50_ms"]), 2)],
+         ["job page, idle (charts reused)", m["page"]["p50_ms"], m["page"]["p99_ms"],
           "JSON listing, 50 rows", m["listing"]["p50_ms"], fmt(page_ratio, 2)],
          ["job page, first view after a restart", m["page_after_restart"]["p50_ms"],
           m["page_after_restart"]["p99_ms"], "JSON listing, 50 rows", m["listing"]["p50_ms"],
@@ -171,12 +186,15 @@ def main() -> None:
          ["chart render, all steps", m["chart"]["p50_ms"], m["chart"]["p99_ms"],
           "json.dumps of the points", m["json_points"]["p50_ms"], fmt(chart_ratio, 2)],
          ["step log read (cached, nothing new)", m["log_read"]["p50_ms"], m["log_read"]["p99_ms"], "", "", ""],
-         ["both charts from records", m["both_charts"]["p50_ms"], m["both_charts"]["p99_ms"], "", "", ""]],
+         ["both charts from the records (uncached)", m["both_charts"]["p50_ms"], m["both_charts"]["p99_ms"], "", "", ""]],
         note=f"page {m['page_bytes']:,} B, listing {m['listing_bytes']:,} B, one chart {m['svg_bytes']:,} B; "
              f"set-up {setup['rows_setup_s']} s rows, {setup['steps_setup_s']} s steps "
              f"({setup['append_us_per_step']} us per append)"))
     result["targets"] += [
-        target("first job page", f"< {GOAL_MS:.0f} ms", f"{m['page']['p50_ms']} ms p50", m["page"]["p50_ms"] < GOAL_MS),
+        target("first job page while training", f"< {GOAL_MS:.0f} ms", f"{m['page_training']['p50_ms']} ms p50",
+               m["page_training"]["p50_ms"] < GOAL_MS),
+        target("first job page, idle", f"< {GOAL_MS:.0f} ms", f"{m['page']['p50_ms']} ms p50",
+               m["page"]["p50_ms"] < GOAL_MS),
         target("first job page after a restart", f"< {GOAL_MS:.0f} ms", f"{m['page_after_restart']['p50_ms']} ms p50",
                m["page_after_restart"]["p50_ms"] < GOAL_MS),
         target(f"{m['steps_read']:,}-step chart render", f"< {GOAL_MS:.0f} ms", f"{m['chart']['p50_ms']} ms p50",

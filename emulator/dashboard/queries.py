@@ -7,6 +7,8 @@ read with the caller's own account; a job id of another account is simply not fo
 
 from __future__ import annotations
 
+import threading
+
 from fwemu.emulator import jobs, rules
 from fwemu.emulator.controlplane.access import load_job
 from fwemu.emulator.controlplane.checkpoint_views import listed_kind, listed_promotable
@@ -78,20 +80,37 @@ def job(services: Services, account: str, job_id: str, page_size: int, page_toke
     records = store.step_log.read(account, job_id, j.create_us)
     view = _job_view(services, j, records[-1] if records else None, steps=len(records))
     live = is_training(view.state, services.clock.peek_us(), _activity(j, records[-1] if records else None))
-    return view, row_views, token, rejected, charts(records), live
+    return view, row_views, token, rejected, charts(records, (id(store), account, job_id, j.create_us)), live
 
 
-def charts(records: list[dict]) -> list[str]:
-    """The loss and gradient-norm charts: one series per model, one point per optimizer step."""
-    by_model = metrics_log.series_of(records)
-    loss = [Series(label, [(i, metrics_log.loss_per_token(r)) for i, r in enumerate(rs, 1)])
-            for label, rs in by_model.items()]
-    norm = [Series(label, [(i, (r.get("om") or {}).get("grad_norm:mean")) for i, r in enumerate(rs, 1)])
-            for label, rs in by_model.items()]
-    return [line_chart(loss, title="loss per token (forward_backward, summed over each step)",
-                       x_label="optimizer step", y_label="loss / token"),
-            line_chart(norm, title="gradient norm before clipping (optim_step)", x_label="optimizer step",
-                       y_label="grad norm")]
+def charts(records: list[dict], log_key: tuple | None = None) -> list[str]:
+    """The loss and gradient-norm charts: one series per model, one point per optimizer step.
+
+    With `log_key` (the log's identity), the SVG is reused while the log has no new record: a page
+    that refreshes while nothing trains costs no chart work."""
+    last = records[-1] if records else {}
+    key = None if log_key is None else (*log_key, len(records), last.get("t"), last.get("model"), last.get("step"))
+    with _charts_lock:
+        if key is not None and key in _charts_cache:
+            return _charts_cache[key]
+    loss, norm = [], []
+    for label, rs in metrics_log.series_of(records).items():
+        loss.append(Series(label, [(i, metrics_log.loss_per_token(r)) for i, r in enumerate(rs, 1)]))
+        norm.append(Series(label, [(i, (r.get("om") or {}).get("grad_norm:mean")) for i, r in enumerate(rs, 1)]))
+    out = [line_chart(loss, title="loss per token (forward_backward, summed over each step)",
+                      x_label="optimizer step", y_label="loss / token", integer_x=True),
+           line_chart(norm, title="gradient norm before clipping (optim_step)", x_label="optimizer step",
+                      y_label="grad norm", integer_x=True)]
+    if key is not None:
+        with _charts_lock:
+            _charts_cache[key] = out
+            while len(_charts_cache) > 16:
+                _charts_cache.pop(next(iter(_charts_cache)))
+    return out
+
+
+_charts_lock = threading.Lock()
+_charts_cache: dict[tuple, list[str]] = {}
 
 
 def explain(services: Services, account: str, job_id: str, name: str) -> ExplainView:

@@ -55,25 +55,39 @@ def _label(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _finite(y) -> bool:
-    return y is not None and isinstance(y, (int, float)) and math.isfinite(y)
+def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
+    """The series split at every missing value into runs of (x, y) with a finite y (one pass)."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    current = runs[0]
+    for p in points:
+        y = p[1]
+        if y is not None and y.__class__ is not bool and y - y == 0:  # finite: inf - inf and nan - nan are nan
+            current.append(p)
+        elif current:
+            current = []
+            runs.append(current)
+    return [r for r in runs if r]
 
 
 def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y_label: str = "",
-               width: int = 720, height: int = 260) -> str:
-    """An <svg> with one polyline per series (gaps where y is missing), axes, ticks and a legend."""
+               width: int = 720, height: int = 260, integer_x: bool = False) -> str:
+    """An <svg> with one polyline per series (gaps where y is missing), axes, ticks and a legend.
+
+    `integer_x`: x values are whole numbers (steps), so no tick falls between two of them."""
     left, right, top, bottom = 64, 16, 28, 40
     pw, ph = width - left - right, height - top - bottom
-    xs = [x for s in series for x, _ in s.points]
-    ys = [y for s in series for _, y in s.points if _finite(y)]
+    runs = [_runs(s.points) for s in series]
     total = sum(len(s.points) for s in series)
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" '
             f'height="{height}" viewBox="0 0 {width} {height}" data-points="{total}">'
             f'<title>{escape(title)}</title>'
             f'<text x="{left}" y="18" font-size="13" font-weight="bold" fill="#24292f">{escape(title)}</text>')
-    if not xs or not ys:
+    finite = [r for rs in runs for r in rs]
+    if not finite:
         return (head + f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" font-size="13" '
                        f'fill="#57606a">no steps recorded yet</text></svg>')
+    xs = [p[0] for s in series for p in s.points]
+    ys = [p[1] for r in finite for p in r]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
     if x1 == x0:
@@ -95,7 +109,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eaeef2"/>'
                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
                    f'fill="#57606a">{_label(t)}</text>')
-    for t in nice_ticks(x0, x1, 6, integer=all(float(x).is_integer() for x in xs)):
+    for t in nice_ticks(x0, x1, 6, integer=integer_x):
         x = px(t)
         out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 4}" stroke="#57606a"/>'
                    f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" font-size="11" '
@@ -105,13 +119,13 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y
     if y_label:
         out.append(f'<text x="14" y="{top + ph / 2:.0f}" text-anchor="middle" font-size="11" fill="#57606a" '
                    f'transform="rotate(-90 14 {top + ph / 2:.0f})">{escape(y_label)}</text>')
-    for i, s in enumerate(series):
+    for i, (s, series_runs) in enumerate(zip(series, runs)):
         color = COLORS[i % len(COLORS)]
-        out.extend(_polylines(s, color, px, py))
+        out.extend(_polylines(s.label, series_runs, len(s.points), color, (left, x0, sx), (top + ph, y0, sy)))
         if len(s.points) <= MAX_MARKERS:
             out.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}">'
                        f'<title>{escape(s.label)} step {_label(x)}: {_label(y)}</title></circle>'
-                       for x, y in s.points if _finite(y))
+                       for r in series_runs for x, y in r)
         ly = top + 14 + 14 * i
         out.append(f'<text x="{left + pw - 6}" y="{ly}" text-anchor="end" font-size="11" fill="{color}">'
                    f'{escape(s.label)}</text>')
@@ -119,18 +133,19 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "step", y
     return "".join(out)
 
 
-def _polylines(s: Series, color: str, px, py) -> list[str]:
-    """One polyline per run of consecutive points with a value; data-series names the series."""
-    runs: list[list[tuple[float, float]]] = [[]]
-    for x, y in s.points:
-        if _finite(y):
-            runs[-1].append((px(x), py(y)))
-        elif runs[-1]:
-            runs.append([])
-    many = len(s.points) > DECIMATE_ABOVE
-    return [f'<polyline data-series="{escape(s.label)}" fill="none" stroke="{color}" stroke-width="1.5" '
-            f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in (per_column(run) if many else run))}"/>'
-            for run in runs if run]
+def _polylines(label: str, runs: list[list[tuple[float, float]]], n_points: int, color: str,
+               xmap: tuple[float, float, float], ymap: tuple[float, float, float]) -> list[str]:
+    """One polyline per run; pixel = base + (value - origin) * scale (y grows downwards)."""
+    (bx, x0, sx), (by, y0, sy) = xmap, ymap
+    out = []
+    for run in runs:
+        pixels = [(bx + (x - x0) * sx, by - (y - y0) * sy) for x, y in run]
+        if n_points > DECIMATE_ABOVE:
+            pixels = per_column(pixels)
+        coords = " ".join([f"{a:.1f},{b:.1f}" for a, b in pixels])
+        out.append(f'<polyline data-series="{escape(label)}" fill="none" stroke="{color}" stroke-width="1.5" '
+                   f'points="{coords}"/>')
+    return out
 
 
 def per_column(run: list[tuple[float, float]]) -> list[tuple[float, float]]:

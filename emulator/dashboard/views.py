@@ -171,7 +171,7 @@ def jobs_table(jobs: Sequence[JobView]) -> str:
         f'<td class="num">{j.steps}</td><td class="num">{_num(j.last_loss)}</td><td>{e(j.create_time)}</td></tr>'
         for j in jobs)
     return ('<table id="jobs"><thead><tr><th>job</th><th>state</th><th>base model</th><th>LoRA rank</th>'
-            f"<th>steps</th><th>last loss / token</th><th>created</th></tr></thead><tbody>{rows}</tbody></table>")
+            f"<th>last step</th><th>last loss / token</th><th>created</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def models_table(models: Sequence[ModelView]) -> str:

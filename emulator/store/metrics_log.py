@@ -219,9 +219,11 @@ def _fsync_dir(path: Path) -> None:
 
 def series_of(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
     """Records grouped by model: `"model-0"` (or `"gen 1 / model-0"` after a resume), in log order."""
-    out: dict[str, list[Mapping]] = {}
+    groups: dict[tuple, list[Mapping]] = {}
     for r in records:
-        gen = r.get("gen") or 0
-        label = f"{r.get('model')}" if not gen else f"gen {gen} / {r.get('model')}"
-        out.setdefault(label, []).append(r)
-    return out
+        key = (r.get("gen") or 0, r.get("model"))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(r)
+    return {(f"{model}" if not gen else f"gen {gen} / {model}"): rs for (gen, model), rs in groups.items()}
