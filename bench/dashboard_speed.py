@@ -186,7 +186,8 @@ def main() -> None:
          ["chart render, all steps", m["chart"]["p50_ms"], m["chart"]["p99_ms"],
           "json.dumps of the points", m["json_points"]["p50_ms"], fmt(chart_ratio, 2)],
          ["step log read (cached, nothing new)", m["log_read"]["p50_ms"], m["log_read"]["p99_ms"], "", "", ""],
-         ["both charts from the records (uncached)", m["both_charts"]["p50_ms"], m["both_charts"]["p99_ms"], "", "", ""]],
+         ["both charts from the records (uncached)", m["both_charts"]["p50_ms"], m["both_charts"]["p99_ms"],
+          "", "", ""]],
         note=f"page {m['page_bytes']:,} B, listing {m['listing_bytes']:,} B, one chart {m['svg_bytes']:,} B; "
              f"set-up {setup['rows_setup_s']} s rows, {setup['steps_setup_s']} s steps "
              f"({setup['append_us_per_step']} us per append)"))

@@ -94,9 +94,9 @@ def charts(records: list[dict], log_key: tuple | None = None) -> list[str]:
         if key is not None and key in _charts_cache:
             return _charts_cache[key]
     loss, norm = [], []
-    for label, rs in metrics_log.series_of(records).items():
-        loss.append(Series(label, [(i, metrics_log.loss_per_token(r)) for i, r in enumerate(rs, 1)]))
-        norm.append(Series(label, [(i, (r.get("om") or {}).get("grad_norm:mean")) for i, r in enumerate(rs, 1)]))
+    for label, (losses, norms) in metrics_log.chart_columns(records).items():
+        loss.append(Series(label, list(enumerate(losses, 1))))
+        norm.append(Series(label, list(enumerate(norms, 1))))
     out = [line_chart(loss, title="loss per token (forward_backward, summed over each step)",
                       x_label="optimizer step", y_label="loss / token", integer_x=True),
            line_chart(norm, title="gradient norm before clipping (optim_step)", x_label="optimizer step",

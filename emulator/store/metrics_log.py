@@ -67,8 +67,8 @@ def step_record(*, t_us: int, generation: int, model_id: str, fb_metrics: Mappin
 
 def loss_per_token(record: Mapping) -> float | None:
     """Mean loss per loss token of a step (the accumulated `loss:sum` over `loss_tokens:sum`)."""
-    loss = (record.get("fbm") or {}).get("loss:sum")
-    tokens = (record.get("om") or {}).get("loss_tokens:sum")
+    loss = _number(_field(record, "fbm", "loss:sum"))
+    tokens = _number(_field(record, "om", "loss_tokens:sum"))
     if loss is None:
         return None
     return loss / tokens if tokens else loss
@@ -227,3 +227,33 @@ def series_of(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
             group = groups[key] = []
         group.append(r)
     return {(f"{model}" if not gen else f"gen {gen} / {model}"): rs for (gen, model), rs in groups.items()}
+
+
+def chart_columns(records: Iterable[Mapping]) -> dict[str, tuple[list, list]]:
+    """Per series label (as series_of): the loss per token and the gradient norm of each step, in order.
+    A record of another shape is a gap in its series, never an error."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for r in records:
+        try:  # records this module wrote: plain subscripts (the page's hot loop)
+            key, fbm, om = (r["gen"] or 0, r["model"]), r["fbm"], r["om"]
+            loss, tokens, norm = fbm.get("loss:sum"), om.get("loss_tokens:sum"), om.get("grad_norm:mean")
+            loss = loss / tokens if tokens and loss is not None else loss + 0.0 if loss is not None else None
+            norm = None if norm is None else norm + 0.0
+        except (KeyError, TypeError, AttributeError):
+            key = (r.get("gen") or 0, r.get("model"))
+            loss, norm = loss_per_token(r), _number(_field(r, "om", "grad_norm:mean"))
+        cols = groups.get(key)
+        if cols is None:
+            cols = groups[key] = ([], [])
+        cols[0].append(loss)
+        cols[1].append(norm)
+    return {(f"{model}" if not gen else f"gen {gen} / {model}"): cols for (gen, model), cols in groups.items()}
+
+
+def _field(record: Mapping, part: str, key: str) -> object:
+    inner = record.get(part)
+    return inner.get(key) if isinstance(inner, dict) else None
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None

@@ -96,3 +96,15 @@ def test_series_are_split_by_model_and_generation():
     assert list(groups) == ["model-0", "model-1", "gen 1 / model-2"]
     assert [r["step"] for r in groups["model-0"]] == [1, 3]
     assert all(math.isfinite(loss_per_token(r)) for r in recs)
+
+
+def test_chart_columns_give_loss_per_token_and_grad_norm_per_series():
+    from fwemu.emulator.store.metrics_log import chart_columns
+
+    recs = [_rec(1), dict(_rec(2), model="model-1"), {"model": "model-0", "fbm": [1]}, _rec(3)]
+    recs[-1]["om"]["grad_norm:mean"] = 0.5
+    cols = chart_columns(recs)
+    assert list(cols) == ["model-0", "model-1"]
+    losses, norms = cols["model-0"]
+    assert losses[0] == 1.0 and losses[2] == 3.0 and norms == [None, None, 0.5]
+    assert losses[1] is None or isinstance(losses[1], float)  # a foreign record is a gap, never an error
