@@ -15,6 +15,7 @@ from fwemu.emulator import __version__
 from fwemu.emulator.admin.routes import router as admin_router
 from fwemu.emulator.body_limit import BodyLimitMiddleware
 from fwemu.emulator.controlplane.routes import routers as controlplane_routers
+from fwemu.emulator.dashboard.routes import router as dashboard_router
 from fwemu.emulator.deployments.runtime import install as install_deployments
 from fwemu.emulator.deployments.serving_routes import routers as deployment_routers
 from fwemu.emulator.faults import install as install_faults
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Local emulator of the Fireworks fine-tuning checkpoint surface.")
     app.state.services = services
     install_error_handlers(app)
-    add_routes(app, *controlplane_routers, *deployment_routers, gateway_router, admin_router)
+    add_routes(app, *controlplane_routers, *deployment_routers, gateway_router, admin_router, dashboard_router)
     install_faults(app, services)
     install_openapi(app)
     install_docs_page(app)

@@ -10,12 +10,16 @@ every later request of that client would wait for the hole.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from fwemu.emulator.gateway import checkpoints
 from fwemu.emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState
 from fwemu.emulator.gateway.sequencer import UserError
 from fwemu.emulator.services import Services
+from fwemu.emulator.store import metrics_log
+
+log = logging.getLogger("fwemu.gateway")
 
 
 def trainer_of(model: ModelState):
@@ -63,7 +67,14 @@ def _loss_input(body: Mapping, key: str) -> tuple[list, str, dict | None]:
 
 def forward_backward(model: ModelState, body: Mapping) -> dict:
     data, loss_fn, cfg = _loss_input(body, "forward_backward_input")
-    return _trainable(model).forward_backward(data, loss_fn, cfg)
+    trainer = _trainable(model)
+    out = trainer.forward_backward(data, loss_fn, cfg)
+    epoch, acc, calls = model.pending_metrics
+    if epoch != trainer.grad_epoch:  # the gradients these metrics went with were dropped meanwhile
+        acc, calls = {}, 0
+    model.pending_metrics = (trainer.grad_epoch, metrics_log.merge_metrics(acc, out.get("metrics") or {}, calls),
+                             calls + 1)
+    return out
 
 
 def forward(model: ModelState, body: Mapping) -> dict:
@@ -71,12 +82,31 @@ def forward(model: ModelState, body: Mapping) -> dict:
     return trainer_of(model).forward(data, loss_fn, cfg)
 
 
-def optim_step(model: ModelState, body: Mapping) -> dict:
+def optim_step(services: Services, job_create_us: int, model: ModelState, body: Mapping) -> dict:
     adam = body.get("adam_params")
     if not isinstance(adam, Mapping):
         raise UserError("adam_params must be an object, e.g. {\"learning_rate\": 1e-4}")
-    out = _trainable(model).optim_step(dict(adam), body.get("grad_accumulation_normalization"))
-    return {"metrics": out.get("metrics") or {}}
+    trainer = _trainable(model)
+    epoch_before = trainer.grad_epoch
+    out = trainer.optim_step(dict(adam), body.get("grad_accumulation_normalization"))
+    metrics = out.get("metrics") or {}
+    _log_step(services, job_create_us, model, epoch_before, metrics)
+    model.pending_metrics = (trainer.grad_epoch, {}, 0)
+    return {"metrics": metrics}
+
+
+def _log_step(services: Services, job_create_us: int, model: ModelState, epoch: int, metrics: Mapping) -> None:
+    """Append the step's metrics to the job's log; best effort: the step itself already happened, and
+    failing it would make the client retry a step that was taken."""
+    pending_epoch, fb, calls = model.pending_metrics
+    if pending_epoch != epoch:
+        fb, calls = {}, 0
+    record = metrics_log.step_record(t_us=services.clock.peek_us(), generation=model.generation,
+                                     model_id=model.model_id, fb_metrics=fb, fb_calls=calls, step_metrics=metrics)
+    try:
+        services.store.step_log.append(model.account, model.job_id, job_create_us, record)
+    except (OSError, ValueError) as exc:
+        log.warning("step metrics of %s/%s not recorded: %s", model.job_id, model.model_id, exc)
 
 
 def save_weights(services: Services, model: ModelState, body: Mapping) -> dict:

@@ -256,7 +256,7 @@ def _sequenced(request_type: str, run: Callable[[Call, ModelState, dict], dict])
 for _name, _run in {
     "forward_backward": lambda c, m, b: ops.forward_backward(m, b),
     "forward": lambda c, m, b: ops.forward(m, b),
-    "optim_step": lambda c, m, b: ops.optim_step(m, b),
+    "optim_step": lambda c, m, b: ops.optim_step(c.services, c.job.create_us, m, b),
     "save_weights": lambda c, m, b: ops.save_weights(c.services, m, b),
     "save_weights_for_sampler": lambda c, m, b: ops.save_weights_for_sampler(c.services, m, b),
     "load_weights": lambda c, m, b: ops.load_weights(c.services, m, b),

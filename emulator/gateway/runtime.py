@@ -48,6 +48,9 @@ class ModelState:
     # (identity, full HF dir) of this model's previous full-parameter sampler save: the next delta's base
     sampler_chain: tuple[str, Any] | None = None
     unloaded: bool = False
+    # forward_backward metrics since the last optim_step, for the per-step metrics log (dashboard):
+    # (trainer grad_epoch they belong to, merged metrics, number of calls)
+    pending_metrics: tuple[int, dict, int] = (-1, {}, 0)
 
     @property
     def is_lora(self) -> bool:

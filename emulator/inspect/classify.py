@@ -86,15 +86,16 @@ def _check_file_list(d: CheckpointDir) -> dict[str, list[str]]:
     return found
 
 
-def inspect_checkpoint(path: str | os.PathLike) -> Verdict:
+def inspect_checkpoint(path: str | os.PathLike, trace: list | None = None) -> Verdict:
     """Classify the checkpoint directory at `path` from its bytes: a kind, or a precise rejection.
 
     Reads the file list, JSON configs, safetensors headers and DCP metadata only; never the
-    tensor data. Never raises for bad content.
+    tensor data. Never raises for bad content. With `trace` (a list), each read is appended to
+    it as (file, offset, bytes) - the dashboard's explain view shows them.
     """
     d = None
     try:
-        d = CheckpointDir(path)
+        d = CheckpointDir(path, trace)
         found = _check_file_list(d)
         (family,) = found
         kind, details = CHECKS[family](d)

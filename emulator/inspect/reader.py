@@ -69,9 +69,10 @@ def list_entries(root: str | os.PathLike, cap: int | None = None) -> list[Entry]
 class CheckpointDir:
     """A checkpoint directory being inspected: its entries, and counted, bounded reads."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, trace: list | None = None):
         self.root = os.fspath(root)
         self.bytes_read = 0
+        self.trace = trace  # when a list: every read is appended as (name, offset, bytes got)
         try:
             st = os.lstat(self.root)
         except FileNotFoundError:
@@ -110,12 +111,12 @@ class CheckpointDir:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError as e:
             raise Rejected(name, f"cannot be opened ({e.strerror})") from None
+        chunks: list[bytes] = []
+        got = 0
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
                 raise Rejected(name, "changed while being inspected")
-            chunks = []
-            got = 0
             while got < length:
                 chunk = os.pread(fd, min(length - got, 16 * 1024 * 1024), offset + got)
                 if not chunk:
@@ -127,6 +128,8 @@ class CheckpointDir:
             raise Rejected(name, f"cannot be read ({e.strerror})") from None
         finally:
             os.close(fd)
+            if self.trace is not None:
+                self.trace.append((name, offset, got))
         data = b"".join(chunks)
         if len(data) != length:
             raise Rejected(name, f"truncated: needed {length} bytes at offset {offset}, "

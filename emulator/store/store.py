@@ -27,6 +27,7 @@ import fwemu.emulator.inspect as inspector  # inspector.inspect_checkpoint / .fi
 from fwemu.emulator.inspect import Kind, Verdict
 from fwemu.emulator.store.atomic import fsync_tree, link_or_copy_tree, publish_dir, remove_tree
 from fwemu.emulator.store.clock import Clock
+from fwemu.emulator.store.metrics_log import StepLog
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -158,6 +159,7 @@ class Store:
         self.replacing = self.root / "replacing"
         for d in (self.blobs, self.models_dir, self.staging, self.replacing):
             d.mkdir(parents=True, exist_ok=True)
+        self.step_log = StepLog(self.root / "metrics", fsync=fsync)  # per-step training metrics (dashboard)
         self.db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         if db_path != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -278,6 +280,7 @@ class Store:
             db.execute("DELETE FROM checkpoints WHERE account=? AND job_id=?", (account, job_id))
             db.execute("DELETE FROM jobs WHERE account=? AND job_id=?", (account, job_id))
         remove_tree(self.blobs / account / job_id)
+        self.step_log.remove_job(account, job_id)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_dir(self, account: str, job_id: str, name: str) -> Path:
@@ -598,6 +601,7 @@ class Store:
         for d in (self.blobs, self.models_dir, self.staging):
             remove_tree(d)
             d.mkdir(parents=True, exist_ok=True)
+        self.step_log.remove_all()
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -138,6 +138,7 @@ class TrainerModel:
         self.device = pick_device(device)
         _configure_determinism(self.device)
         self._lock = threading.RLock()
+        self.grad_epoch = 0  # +1 each time accumulated gradients are dropped (the dashboard's step metrics)
 
         self.model = TinyLlamaForCausalLM.create(self.size, derive_seed("fwemu/base", base_model), self.device)
         if lora_rank:
@@ -180,6 +181,7 @@ class TrainerModel:
 
     def _clear_grads(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+        self.grad_epoch += 1
         self._acc_tokens = 0
         self._acc_sequences = 0
 

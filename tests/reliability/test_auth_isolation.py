@@ -20,6 +20,8 @@ from tests.reliability.conftest import (
 )
 
 OPEN = ("/_emulator/health", "/openapi.json", "/docs", "/redoc")   # documentation and liveness only
+# the dashboard's HTML pages refuse by sending a browser to the log-in form (the form and its assets are open)
+DASHBOARD_OPEN = ("/", "/dashboard/login", "/dashboard/static/dashboard.css", "/dashboard/static/favicon.svg")
 PARAMS = {"account": ACCT_A, "job_id": "job-1", "checkpoint": "ckpt-1", "model_id": "model-1", "op_id": "op-1"}
 
 
@@ -39,7 +41,7 @@ def fill(path: str) -> str:
 
 def test_every_route_refuses_a_missing_or_wrong_key():
     app = create_app(settings())
-    routes = [(m, p) for m, p in app_routes(app) if not p.startswith(OPEN)]
+    routes = [(m, p) for m, p in app_routes(app) if not p.startswith(OPEN) and not is_dashboard(p)]
     assert len(routes) >= 35, routes                   # the whole surface, not a stub of it
     with TestClient(app, raise_server_exceptions=False) as http:
         for method, path in routes:
@@ -49,6 +51,24 @@ def test_every_route_refuses_a_missing_or_wrong_key():
                 r = http.request(method, url, headers=headers, json={})
                 assert r.status_code == 401, (method, url, headers, r.status_code, r.text[:200])
                 envelope(r, 401, "UNAUTHENTICATED")
+        assert app.state.services.store.counts() == {"jobs": 0, "checkpoints": 0, "models": 0, "operations": 0}
+
+
+def is_dashboard(path: str) -> bool:
+    return path == "/" or path == "/dashboard" or path.startswith("/dashboard/")
+
+
+def test_every_dashboard_page_sends_a_caller_without_a_valid_key_to_the_log_in_form():
+    app = create_app(settings())
+    pages = [(m, p) for m, p in app_routes(app) if is_dashboard(p) and p not in DASHBOARD_OPEN]
+    assert len(pages) >= 4, pages
+    with TestClient(app, raise_server_exceptions=False) as http:
+        for method, path in pages:
+            for headers in ({}, {"X-Api-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": KEY_A.upper()},
+                            {"Cookie": "fwemu_dashboard=forged"}):
+                r = http.request(method, fill(path), headers=headers, follow_redirects=False)
+                assert (r.status_code, r.headers.get("location")) == (303, "/dashboard/login"), (method, path, headers)
+                assert ACCT_A not in r.text
         assert app.state.services.store.counts() == {"jobs": 0, "checkpoints": 0, "models": 0, "operations": 0}
 
 

@@ -1,0 +1,259 @@
+"""Per-step training metrics of a trainer job: one JSON line per optim_step, append-only on disk.
+
+Why a log file and not SQLite: a step is written on the model's worker thread while the request
+waits, so the write must be cheap and must never take the store's lock. One `os.write` of one
+line with O_APPEND is one syscall; nothing is ever rewritten.
+
+Crash safety: a record is one line written by one `write`. A crash can only leave a torn last
+line; `read` skips any line that is not a complete JSON object, and the next `append` first ends
+a torn tail with a newline so the fragment stays its own (skipped) line. With `fsync` (the
+store's power-loss setting) every append is fsynced.
+
+Layout: `<root>/<account>/<job_id>/<job create_us>.jsonl`. Keyed by the job's create time, so a
+job deleted and created again under the same id starts a fresh chart. The accumulation of
+forward_backward metrics between two steps (`merge_metrics`, `step_record`) is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable, Mapping
+
+MAX_READ_BYTES = 64 << 20       # a chart reads at most the newest 64 MiB of a log (~300k steps)
+CACHED_LOGS = 8                 # logs whose parsed records are kept for the next read
+_APPEND_LOCK = threading.Lock()  # models of one job log from different worker threads
+
+
+# ------------------------------------------------------------------------------ pure
+def merge_metrics(acc: Mapping[str, float], new: Mapping[str, object], calls_before: int) -> dict[str, float]:
+    """Fold one forward_backward's `name:reduction` metrics into those accumulated since the last step.
+
+    `:sum` adds, `:max`/`:min` keep the extreme, anything else (`:mean`) is the mean over calls
+    (`calls_before` calls are already in `acc`). Non-numeric values are dropped.
+    """
+    out = dict(acc)
+    for key, value in new.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        v = float(value)
+        if key not in out:
+            out[key] = v
+            continue
+        old = out[key]
+        if key.endswith(":sum"):
+            out[key] = old + v
+        elif key.endswith(":max"):
+            out[key] = max(old, v)
+        elif key.endswith(":min"):
+            out[key] = min(old, v)
+        else:
+            out[key] = old + (v - old) / (calls_before + 1)
+    return out
+
+
+def step_record(*, t_us: int, generation: int, model_id: str, fb_metrics: Mapping[str, float], fb_calls: int,
+                step_metrics: Mapping[str, object]) -> dict:
+    """The line one optim_step writes: forward_backward metrics since the last step, plus the step's own."""
+    step = step_metrics.get("step:max")
+    return {"t": t_us, "gen": generation, "model": model_id,
+            "step": int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None,
+            "fb": fb_calls, "fbm": _finite(fb_metrics), "om": _finite(step_metrics)}
+
+
+def loss_per_token(record: Mapping) -> float | None:
+    """Mean loss per loss token of a step (the accumulated `loss:sum` over `loss_tokens:sum`)."""
+    loss = _number(_field(record, "fbm", "loss:sum"))
+    tokens = _number(_field(record, "om", "loss_tokens:sum"))
+    if loss is None:
+        return None
+    return loss / tokens if tokens else loss
+
+
+def _finite(metrics: Mapping[str, object]) -> dict:
+    """JSON-safe numbers: NaN and infinities become null (json.dumps would write invalid JSON)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        out[str(k)] = float(v) if math.isfinite(v) else None
+    return out
+
+
+def parse_lines(data: bytes) -> list[dict]:
+    """Every complete record of a log's bytes, in order; torn or foreign lines are skipped."""
+    if not data:
+        return []
+    try:  # fast path: one parse for the whole log
+        records = json.loads(b"[" + data.strip().replace(b"\n", b",") + b"]")
+        if all(isinstance(r, dict) for r in records):
+            return records
+    except ValueError:
+        pass
+    out = []
+    for line in data.split(b"\n"):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict):
+            out.append(r)
+    return out
+
+
+# ------------------------------------------------------------------------------ disk
+class StepLog:
+    def __init__(self, root: Path, *, fsync: bool = False):
+        self.root = Path(root)
+        self.fsync = fsync
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[Path, tuple[int, int, list[dict]]] = OrderedDict()  # path -> (inode, offset, records)
+
+    def path(self, account: str, job_id: str, create_us: int) -> Path:
+        return self.root / account / job_id / f"{int(create_us)}.jsonl"
+
+    def append(self, account: str, job_id: str, create_us: int, record: Mapping) -> None:
+        """Append one record as one line; heals a torn tail first. Raises OSError on a disk error."""
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        path = self.path(account, job_id, create_us)
+        with _APPEND_LOCK:
+            created = not path.exists()
+            if created:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                os.write(fd, line)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created and self.fsync:
+                _fsync_dir(path.parent)
+
+    def read(self, account: str, job_id: str, create_us: int) -> list[dict]:
+        """The job's records, oldest first (at most the newest MAX_READ_BYTES of the log).
+
+        Parsed records are kept per log (the newest CACHED_LOGS logs), so a page that refreshes every
+        few seconds parses only the lines appended since its last read. A log that shrank or was
+        replaced (another inode) is read again from the start."""
+        path = self.path(account, job_id, create_us)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return []
+        try:
+            st = os.fstat(fd)
+            with self._cache_lock:
+                cached = self._cache.get(path)
+            if cached and cached[0] == st.st_ino and cached[1] <= st.st_size:
+                ino, offset, done = cached
+                data = os.pread(fd, st.st_size - offset, offset)
+            else:
+                offset = max(0, st.st_size - MAX_READ_BYTES)
+                data, done = os.pread(fd, st.st_size - offset, offset), []
+                if offset:
+                    cut = data.find(b"\n") + 1  # the first line was cut by the window
+                    data, offset = data[cut:], offset + cut
+        finally:
+            os.close(fd)
+        end = data.rfind(b"\n") + 1  # complete lines are cached; an unterminated tail is parsed each time
+        complete = done + parse_lines(data[:end]) if end else list(done)
+        with self._cache_lock:
+            self._cache[path] = (st.st_ino, offset + end, complete)
+            self._cache.move_to_end(path)
+            while len(self._cache) > CACHED_LOGS:
+                self._cache.popitem(last=False)
+        tail = parse_lines(data[end:]) if end < len(data) else []
+        return complete + tail
+
+    def last(self, account: str, job_id: str, create_us: int, window: int = 16 << 10) -> dict | None:
+        """The newest complete record, reading only the log's tail (for a summary line)."""
+        path = self.path(account, job_id, create_us)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, min(size, window), max(0, size - window))
+        finally:
+            os.close(fd)
+        for line in reversed(data.split(b"\n")):
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict):
+                return r
+        return None
+
+    def remove_job(self, account: str, job_id: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.root / account / job_id, ignore_errors=True)
+        with self._cache_lock:
+            self._cache.clear()
+
+    def remove_all(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+        with self._cache_lock:
+            self._cache.clear()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def series_of(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
+    """Records grouped by model: `"model-0"` (or `"gen 1 / model-0"` after a resume), in log order."""
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in records:
+        key = (r.get("gen") or 0, r.get("model"))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(r)
+    return {(f"{model}" if not gen else f"gen {gen} / {model}"): rs for (gen, model), rs in groups.items()}
+
+
+def chart_columns(records: Iterable[Mapping]) -> dict[str, tuple[list, list]]:
+    """Per series label (as series_of): the loss per token and the gradient norm of each step, in order.
+    A record of another shape is a gap in its series, never an error."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for r in records:
+        try:  # records this module wrote: plain subscripts (the page's hot loop)
+            key, fbm, om = (r["gen"] or 0, r["model"]), r["fbm"], r["om"]
+            loss, tokens, norm = fbm.get("loss:sum"), om.get("loss_tokens:sum"), om.get("grad_norm:mean")
+            loss = loss / tokens if tokens and loss is not None else loss + 0.0 if loss is not None else None
+            norm = None if norm is None else norm + 0.0
+        except (KeyError, TypeError, AttributeError):
+            key = (r.get("gen") or 0, r.get("model"))
+            loss, norm = loss_per_token(r), _number(_field(r, "om", "grad_norm:mean"))
+        cols = groups.get(key)
+        if cols is None:
+            cols = groups[key] = ([], [])
+        cols[0].append(loss)
+        cols[1].append(norm)
+    return {(f"{model}" if not gen else f"gen {gen} / {model}"): cols for (gen, model), cols in groups.items()}
+
+
+def _field(record: Mapping, part: str, key: str) -> object:
+    inner = record.get(part)
+    return inner.get(key) if isinstance(inner, dict) else None
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
