@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import sqlite3
 import tempfile
@@ -25,8 +24,10 @@ from typing import Any, Callable, Iterator
 
 import fwemu.emulator.inspect as inspector  # inspector.inspect_checkpoint / .fingerprint load on first use
 from fwemu.emulator.inspect import Kind, Verdict
-from fwemu.emulator.store.atomic import fsync_tree, link_or_copy_tree, publish_dir, remove_tree
+from fwemu.emulator.store.atomic import publish_dir, remove_tree
 from fwemu.emulator.store.clock import Clock
+from fwemu.emulator.store.models_ops import ModelsAndOperations
+from fwemu.emulator.store.replace import CheckpointReplacement, fingerprint_or_none
 from fwemu.emulator.store.metrics_log import StepLog
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -108,13 +109,6 @@ class CheckpointRow:
     claimed_kind: str | None = None
 
 
-def _fingerprint_or_none(path: Path) -> str | None:
-    try:
-        return inspector.fingerprint(path)
-    except OSError:
-        return None
-
-
 def _encode_token(create_us: int, name: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([create_us, name]).encode()).decode().rstrip("=")
 
@@ -131,7 +125,7 @@ def decode_page_token(token: str) -> tuple[int, str]:
         raise ValueError(f"pageToken {token[:40]!r} is not valid") from exc
 
 
-class Store:
+class Store(CheckpointReplacement, ModelsAndOperations):
     def __init__(self, data_dir: Path | None, clock: Clock | None = None, *, mixed_precision_stamps: bool = False,
                  fsync: bool = False):
         self.clock = clock or Clock()
@@ -194,28 +188,6 @@ class Store:
                     remove_tree(mdir)
                     removed["models"] += 1
         return removed
-
-    def _recover_replacements(self) -> int:
-        """Finish or undo replaces a crash interrupted; returns how many were undone.
-
-        A replace moves the old directory to `replacing/`, the new one into place, then commits
-        the row. The row's fingerprint says which side won: the old bytes go back unless the
-        new row was committed.
-        """
-        undone = 0
-        for old in self.replacing.glob("*/*/*"):
-            account, job_id, name = old.parts[-3:]
-            final = self.checkpoint_dir(account, job_id, name)
-            r = self.db.execute("SELECT fingerprint FROM checkpoints WHERE account=? AND job_id=? AND name=?",
-                                (account, job_id, name)).fetchone()
-            committed_old = r is not None and _fingerprint_or_none(old) == r[0]
-            if r is not None and (not final.exists() or (committed_old and _fingerprint_or_none(final) != r[0])):
-                remove_tree(final)
-                publish_dir(old, final, fsync=self.fsync)
-                undone += 1
-            else:
-                remove_tree(old)
-        return undone
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -342,48 +314,6 @@ class Store:
         return self.db.execute("SELECT 1 FROM checkpoints WHERE account=? AND job_id=? AND name=?",
                                (account, job_id, name)).fetchone() is not None
 
-    def _replace_checkpoint(self, account, job_id, name, staging: Path, final: Path, verdict: Verdict,
-                            claimed) -> bool:
-        """When the name has a row: swap the directory and commit the new row under the lock; else False.
-
-        Readers that find a fingerprint moving re-check under the lock, so they see either side.
-        """
-        if self.fsync:
-            fsync_tree(staging)
-        old = self.replacing / account / job_id / name
-        with self._lock:
-            if not self._has_row(account, job_id, name):
-                return False
-            old.parent.mkdir(parents=True, exist_ok=True)
-            remove_tree(old)                               # left by a crash that recovery could not finish
-            os.rename(final, old)
-            os.rename(staging, final)
-            try:
-                if self.before_commit:
-                    self.before_commit("checkpoint", account, job_id)
-                self._record_checkpoint(account, job_id, name, final, verdict, claimed, replace=True)
-            except BaseException:
-                remove_tree(final)                         # the old bytes and row stay
-                os.rename(old, final)
-                raise
-        remove_tree(old)
-        return True
-
-    @contextmanager
-    def snapshot_dir(self, path: Path) -> Iterator[Path]:
-        """A private hard-linked copy of a stored directory, taken under the lock.
-
-        Readers that open several files of a checkpoint (DCP's .metadata then its data files) read
-        the snapshot, so a replace of that name in between can never hand them a mix of two saves.
-        """
-        holder = Path(tempfile.mkdtemp(prefix="snap-", dir=self.staging))
-        try:
-            with self._lock:
-                link_or_copy_tree(path, holder / "d")
-            yield holder / "d"
-        finally:
-            remove_tree(holder)
-
     def _stamp(self) -> int:
         """A createTime for a row committed now (inside the write lock: createTime order == commit order)."""
         self._stamps += 1
@@ -416,7 +346,7 @@ class Store:
         while holding it, so a listing never mistakes a replace in flight for changed bytes.
         """
         path = self.checkpoint_dir(r[0], r[1], r[2])
-        if _fingerprint_or_none(path) == r[5]:
+        if fingerprint_or_none(path) == r[5]:
             return self._row(r), None
         with self._lock:
             fresh = self.db.execute("SELECT * FROM checkpoints WHERE account=? AND job_id=? AND name=?",
@@ -426,7 +356,7 @@ class Store:
                 return CheckpointRow(gone.account, gone.job_id, gone.name, None, gone.create_us, gone.update_us,
                                      {}, f"{gone.name}: deleted", gone.claimed_kind), None
             row = self._row(fresh)
-            fp = _fingerprint_or_none(path)
+            fp = fingerprint_or_none(path)
             if fp == fresh[5]:
                 return row, None
             verdict = inspector.inspect_checkpoint(path) if fp else None
@@ -513,68 +443,6 @@ class Store:
             return [r[0] for r in self.db.execute(
                 f"SELECT name FROM checkpoints WHERE account=? AND job_id=? AND kind IN ({marks})"
                 " ORDER BY create_us", [account, job_id, *[k.value for k in kinds]])]
-
-    # ------------------------------------------------------------------ models
-    def create_model(self, account: str, model_id: str, record: dict, source: Path) -> dict:
-        """Give the model its own (hard-linked) copy of the files, then record it; one id, one winner."""
-        key = ("model", account, model_id)
-        with self._lock:
-            taken = self.db.execute(
-                "SELECT 1 FROM models WHERE account=? AND model_id=?", (account, model_id)).fetchone()
-            if taken or key in self._reserved:
-                raise AlreadyExists(f"model accounts/{account}/models/{model_id} already exists")
-            self._reserved.add(key)
-        staging = Path(tempfile.mkdtemp(prefix="model-", dir=self.staging)) / "m"
-        try:
-            with self._lock:                       # a replace of the source swaps it under this lock
-                link_or_copy_tree(source, staging)
-            final = self.models_dir / account / model_id
-            publish_dir(staging, final, fsync=self.fsync)
-            try:
-                if self.before_commit:
-                    self.before_commit("model", account, model_id)
-                with self._tx() as db:
-                    db.execute("INSERT INTO models VALUES (?,?,?,?)",
-                               (account, model_id, json.dumps(record), self.clock.now_us()))
-            except BaseException:
-                remove_tree(final)
-                raise
-        finally:
-            remove_tree(staging.parent)
-            with self._lock:
-                self._reserved.discard(key)
-        return record
-
-    def get_model(self, account: str, model_id: str) -> dict | None:
-        with self._lock:
-            r = self.db.execute("SELECT record FROM models WHERE account=? AND model_id=?",
-                                (account, model_id)).fetchone()
-        return json.loads(r[0]) if r else None
-
-    def list_models(self, account: str) -> list[dict]:
-        with self._lock:
-            return [json.loads(r[0]) for r in self.db.execute(
-                "SELECT record FROM models WHERE account=? ORDER BY create_us", (account,))]
-
-    def model_dir(self, account: str, model_id: str) -> Path:
-        return self.models_dir / account / model_id
-
-    # ------------------------------------------------------------------ operations
-    def create_operation(self, account: str, op_id: str, record: dict, polls_left: int) -> None:
-        with self._tx() as db:
-            db.execute("INSERT INTO operations VALUES (?,?,?,?)", (account, op_id, json.dumps(record), polls_left))
-
-    def poll_operation(self, account: str, op_id: str) -> tuple[dict, int] | None:
-        """Return (record, polls left before this poll) and count this poll."""
-        with self._tx() as db:
-            r = db.execute("SELECT record, polls_left FROM operations WHERE account=? AND op_id=?",
-                           (account, op_id)).fetchone()
-            if r is None:
-                return None
-            if r[1] > 0:
-                db.execute("UPDATE operations SET polls_left=polls_left-1 WHERE account=? AND op_id=?",
-                           (account, op_id))
-        return json.loads(r[0]), r[1]
 
     # ------------------------------------------------------------------ admin
     def latest_stamp(self) -> int:

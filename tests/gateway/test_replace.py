@@ -9,7 +9,6 @@ replace) are in tests/reliability/test_replace_atomic.py.
 from __future__ import annotations
 
 from fwemu.emulator.store.store import Store
-from fwemu.emulator.trainer.model_session import TrainerModel  # noqa: F401 - torch is needed here anyway
 from tests.gateway.helpers import ACCOUNT, BASE
 
 
