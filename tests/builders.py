@@ -66,3 +66,175 @@ def tar_bytes(directory: Path) -> bytes:
         for f in sorted(directory.iterdir()):
             tar.add(f, arcname=f.name)
     return buf.getvalue()
+
+
+# --- DCP layouts other trainers write (docs/checkpoint-layouts.md) ------------------------------
+# Every builder below trains a tiny model for one real Adam step and saves with the real
+# torch.distributed.checkpoint.save; only the shape of the saved state dict differs.
+
+# Hugging Face module path -> torchtitan's LLaMA module path (stated independently of the
+# loader's table in emulator/trainer/dcp_mapping.py, so a test of one checks the other).
+HF_TO_TITAN = (
+    (r"model\.embed_tokens\.", "tok_embeddings."),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.", r"layers.\1.attention.w\2."),
+    (r"model\.layers\.(\d+)\.mlp\.gate_proj\.", r"layers.\1.feed_forward.w1."),
+    (r"model\.layers\.(\d+)\.mlp\.down_proj\.", r"layers.\1.feed_forward.w2."),
+    (r"model\.layers\.(\d+)\.mlp\.up_proj\.", r"layers.\1.feed_forward.w3."),
+    (r"model\.layers\.(\d+)\.input_layernorm\.", r"layers.\1.attention_norm."),
+    (r"model\.layers\.(\d+)\.post_attention_layernorm\.", r"layers.\1.ffn_norm."),
+    (r"model\.norm\.", "norm."),
+    (r"lm_head\.", "output."),
+)
+
+
+def titan_name(hf_name: str) -> str:
+    import re
+
+    for pattern, replacement in HF_TO_TITAN:
+        m = re.match(pattern, hf_name)
+        if m:
+            return m.expand(replacement) + hf_name[m.end():]
+    raise KeyError(hf_name)
+
+
+def titan_model(lora: bool = False, seed: int = 0):
+    """A tiny module with torchtitan's LLaMA parameter names (tok_embeddings, layers.0.attention.wq,
+    ...); with `lora`, wq/wv get lora_A/lora_B and only those are trainable."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    def linear(i, o, with_lora=False):
+        m = nn.Linear(i, o, bias=False)
+        if with_lora:
+            m.lora_A = nn.Linear(i, 2, bias=False)
+            m.lora_B = nn.Linear(2, o, bias=False)
+        return m
+
+    root = nn.Module()
+    root.tok_embeddings = nn.Embedding(16, HIDDEN)
+    layer = nn.Module()
+    layer.attention = nn.Module()
+    for w in ("wq", "wk", "wv", "wo"):
+        setattr(layer.attention, w, linear(HIDDEN, HIDDEN, lora and w in ("wq", "wv")))
+    layer.feed_forward = nn.Module()
+    layer.feed_forward.w1, layer.feed_forward.w3 = linear(HIDDEN, 2 * HIDDEN), linear(HIDDEN, 2 * HIDDEN)
+    layer.feed_forward.w2 = linear(2 * HIDDEN, HIDDEN)
+    layer.attention_norm, layer.ffn_norm = nn.RMSNorm(HIDDEN), nn.RMSNorm(HIDDEN)
+    root.layers = nn.ModuleList([layer])
+    root.norm, root.output = nn.RMSNorm(HIDDEN), linear(HIDDEN, 16)
+    if lora:
+        for name, p in root.named_parameters():
+            p.requires_grad_(".lora_" in name)
+    return root
+
+
+def adam_step(model):
+    """One real AdamW step on every trainable parameter (sum of squares of all outputs as the loss)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-3)
+    sum((p * p).sum() for p in params).backward()
+    optim.step()
+    return optim
+
+
+def _save(state: dict, path: Path) -> Path:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    path.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(path)))
+    return path
+
+
+def titan_state(model, optim, data_loader_key: str = "dataloader") -> dict:
+    """torchtitan's save: model keys flat at the top level, `optimizer` (flattened optimizer state
+    dict), `lr_scheduler`, the data loader's pickled per-rank state and `train_state`."""
+    import pickle
+
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: 1.0)
+    opts = StateDictOptions(flatten_optimizer_state_dict=True)
+    sd = {n: t.detach() for n, t in model.state_dict().items()}
+    sd["optimizer"] = get_optimizer_state_dict(model, optim, options=opts)
+    sd["lr_scheduler"] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    sd[data_loader_key] = {"dp_rank_0": pickle.dumps({"sample": 3}), "world_size": 1}
+    sd["train_state"] = {"step": torch.tensor(1, dtype=torch.int32), "ntokens_seen": torch.tensor(64)}
+    return sd
+
+
+def layout_dir(path: Path, layout: str, lora: bool = False) -> Path:
+    """A resumable DCP directory in `layout`:
+
+    ours            {"model": trainable weights, "optim": get_optimizer_state_dict}
+    get_state_dict  {"model", "optimizer"} = get_state_dict(model, optim)
+    torchtitan      titan_state (dataloader); torchtitan_data_loader: the same with `data_loader`
+    extras          ours + a step counter, the CPU RNG state and a scheduler dict
+    """
+    import torch
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, get_state_dict
+
+    model = titan_model(lora)
+    optim = adam_step(model)
+    trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if layout == "ours":
+        return _save({"model": trainable, "optim": get_optimizer_state_dict(model, optim)}, path)
+    if layout == "get_state_dict":
+        msd, osd = get_state_dict(model, optim)
+        return _save({"model": msd, "optimizer": osd}, path)
+    if layout in ("torchtitan", "torchtitan_data_loader"):
+        key = "data_loader" if layout.endswith("data_loader") else "dataloader"
+        return _save(titan_state(model, optim, key), path)
+    if layout == "extras":
+        scheduler = torch.optim.lr_scheduler.StepLR(optim, step_size=10)
+        return _save({"model": trainable, "optim": get_optimizer_state_dict(model, optim), "step": 1,
+                      "rng": torch.get_rng_state(), "scheduler": scheduler.state_dict()}, path)
+    raise ValueError(layout)
+
+
+# --- several ranks: gloo processes on CPU ------------------------------------------------------
+
+def _titan_rank(rank: int, world: int, dest: str, port: int) -> None:
+    """One rank of a torchtitan-style save whose weights and moments are DTensors sharded on dim 0."""
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        model = titan_model()
+        sd = titan_state(model, adam_step(model))
+
+        def shard(t):
+            return distribute_tensor(t, mesh, [Shard(0)]) if isinstance(t, torch.Tensor) and t.dim() else t
+
+        sd = {k: ({kk: shard(vv) for kk, vv in v.items()} if k == "optimizer" else shard(v)) for k, v in sd.items()}
+        dcp.save(sd, storage_writer=dcp.FileSystemWriter(dest))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def titan_ranks_dir(path: Path, ranks: int = 2) -> Path:
+    """titan_state saved by `ranks` gloo processes, each writing its shard (__<rank>_0.distcp)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    path.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_titan_rank, args=(ranks, str(path), port), nprocs=ranks, join=True)
+    return path
