@@ -13,6 +13,7 @@ nothing else, so extras (schedulers, data loader state, RNG) are never read. Two
 from __future__ import annotations
 
 import io
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,15 @@ class SafeBytesPlanner(DefaultLoadPlanner):
 
     def __init__(self) -> None:
         super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
+        self.refused: str | None = None   # the first entry whose pickle is more than plain values
 
     def load_bytes(self, read_item, value: io.BytesIO) -> None:
-        self.state_dict[read_item.dest_index.fqn] = torch.load(value, weights_only=True)
+        fqn = read_item.dest_index.fqn
+        try:
+            self.state_dict[fqn] = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError:
+            self.refused = self.refused or fqn
+            raise
 
 
 def read_layout(src: Path) -> dcp_layout.Layout:
@@ -60,11 +67,15 @@ def read_layout(src: Path) -> dcp_layout.Layout:
 
 def read_entries(src: Path, wanted: dict[str, Any]) -> dict[str, Any]:
     """Fill `wanted` (flat key -> preallocated tensor, or None for a non-tensor) from `src`."""
+    planner = SafeBytesPlanner()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dcp.load(wanted, storage_reader=FileSystemReader(src), planner=SafeBytesPlanner(), no_dist=True)
+            dcp.load(wanted, storage_reader=FileSystemReader(src), planner=planner, no_dist=True)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
+        if planner.refused:
+            raise LoadFailed(f"entry {planner.refused} is a pickle of more than plain values (numbers, "
+                             "strings, lists); it is never unpickled, since that would run its code") from None
         raise LoadFailed(f"its data files are truncated or corrupted ({_cause_line(exc)})") from None
     return wanted
 
