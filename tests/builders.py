@@ -171,6 +171,34 @@ def titan_state(model, optim, data_loader_key: str = "dataloader") -> dict:
     return sd
 
 
+def standin_state(trainer, layout: str, rename=None) -> dict:
+    """A TrainerModel's trainable weights and Adam state as another trainer would save them:
+    `torchtitan` (flat, torchtitan names via titan_name, flattened `optimizer`, lr_scheduler,
+    dataloader, train_state) or `get_state_dict` (HF names under `model` / nested `optimizer`).
+    `rename` (HF name -> saved name) overrides the naming."""
+    import pickle
+
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    flat = layout == "torchtitan"
+    rename = rename or (titan_name if flat else (lambda n: n))
+    osd = get_optimizer_state_dict(trainer.model, trainer.optimizer,
+                                   options=StateDictOptions(flatten_optimizer_state_dict=flat))
+    weights = {rename(n): t for n, t in trainer.trainable_state_dict().items()}
+    if not flat:
+        osd["state"] = {rename(p): s for p, s in osd["state"].items()}
+        return {"model": weights, "optimizer": osd}
+    optimizer = {}
+    for k, v in osd.items():  # state.<param>.<name> / param_groups.<param>.<field>
+        section, _, rest = k.partition(".")
+        param, _, field = rest.rpartition(".")
+        optimizer[f"{section}.{rename(param)}.{field}"] = v
+    return {**weights, "optimizer": optimizer, "lr_scheduler": {"last_epoch": trainer.step},
+            "dataloader": {"dp_rank_0": pickle.dumps({"offset": 7}), "world_size": 1},
+            "train_state": {"step": torch.tensor(trainer.step, dtype=torch.int32)}}
+
+
 def layout_dir(path: Path, layout: str, lora: bool = False) -> Path:
     """A resumable DCP directory in `layout`:
 
@@ -202,39 +230,108 @@ def layout_dir(path: Path, layout: str, lora: bool = False) -> Path:
 
 # --- several ranks: gloo processes on CPU ------------------------------------------------------
 
-def _titan_rank(rank: int, world: int, dest: str, port: int) -> None:
-    """One rank of a torchtitan-style save whose weights and moments are DTensors sharded on dim 0."""
+def _sharded(obj, mesh):
+    """Every tensor of at least one dimension as a DTensor sharded on dim 0 over `mesh`; the rest as is."""
+    import torch
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    if isinstance(obj, dict):
+        return {k: _sharded(v, mesh) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor) and obj.dim():
+        return distribute_tensor(obj, mesh, [Shard(0)])
+    return obj
+
+
+def _ranks(worker, ranks: int, *args) -> None:
+    """Run worker(rank, ranks, port, *args) in `ranks` gloo processes on CPU."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(ranks, port, *args), nprocs=ranks, join=True)
+
+
+def _group(rank: int, world: int, port: int):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    return init_device_mesh("cpu", (world,))
+
+
+def _save_rank(rank: int, world: int, port: int, dest: str, state_file: str) -> None:
+    """One rank of a sharded save: the parent's state (its own file), dim-0 shards of every tensor."""
     import torch
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    mesh = _group(rank, world, port)
     try:
-        mesh = init_device_mesh("cpu", (world,))
-        model = titan_model()
-        sd = titan_state(model, adam_step(model))
-
-        def shard(t):
-            return distribute_tensor(t, mesh, [Shard(0)]) if isinstance(t, torch.Tensor) and t.dim() else t
-
-        sd = {k: ({kk: shard(vv) for kk, vv in v.items()} if k == "optimizer" else shard(v)) for k, v in sd.items()}
-        dcp.save(sd, storage_writer=dcp.FileSystemWriter(dest))
+        state = torch.load(state_file, weights_only=False)  # written by the parent test process
+        dcp.save(_sharded(state, mesh), storage_writer=dcp.FileSystemWriter(dest))
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def titan_ranks_dir(path: Path, ranks: int = 2) -> Path:
-    """titan_state saved by `ranks` gloo processes, each writing its shard (__<rank>_0.distcp)."""
-    import socket
-
-    import torch.multiprocessing as mp
+def sharded_dir(path: Path, state: dict, ranks: int = 2) -> Path:
+    """`state` saved by `ranks` gloo processes, each writing its dim-0 shard (__<rank>_0.distcp)."""
+    import torch
 
     path.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_titan_rank, args=(ranks, str(path), port), nprocs=ranks, join=True)
+    state_file = path.parent / f"{path.name}.state.pt"
+    torch.save(state, state_file)
+    try:
+        _ranks(_save_rank, ranks, str(path), str(state_file))
+    finally:
+        state_file.unlink()
     return path
+
+
+def titan_ranks_dir(path: Path, ranks: int = 2) -> Path:
+    """titan_state of titan_model after one Adam step, saved sharded by `ranks` processes."""
+    model = titan_model()
+    return sharded_dir(path, titan_state(model, adam_step(model)), ranks)
+
+
+def _load_rank(rank: int, world: int, port: int, src: str, ref_file: str, out: str) -> None:
+    """One rank of a sharded load: read `src` into dim-0-sharded DTensors, compare with the reference
+    slice, and write {"mismatched": [...], "rows": {key: local rows}} to out/<rank>.json."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    mesh = _group(rank, world, port)
+    try:
+        ref = torch.load(ref_file, weights_only=True)  # flat key -> full tensor
+        dest = _sharded({k: torch.zeros_like(v) for k, v in ref.items()}, mesh)
+        dcp.load(dest, storage_reader=dcp.FileSystemReader(src))
+        want = _sharded(ref, mesh)
+
+        def local(t):
+            return t.to_local() if hasattr(t, "to_local") else t
+
+        bad = [k for k in ref if not torch.equal(local(dest[k]), local(want[k]))]
+        rows = {k: (list(local(dest[k]).shape) or [0])[0] for k in ref}
+        Path(out, f"{rank}.json").write_text(json.dumps({"mismatched": bad, "rows": rows}))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def load_sharded(src: Path, ref: dict, out: Path, ranks: int = 2) -> list[dict]:
+    """Load DCP `src` in `ranks` gloo processes into dim-0 shards; each rank's report (see _load_rank)."""
+    import json
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    ref_file = out / "ref.pt"
+    torch.save(ref, ref_file)
+    _ranks(_load_rank, ranks, str(src), str(ref_file), str(out))
+    return [json.loads((out / f"{r}.json").read_text()) for r in range(ranks)]

@@ -9,17 +9,16 @@ emulated model must compute what the source computes, before and after one more 
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
 from fwemu.emulator.trainer.model_session import TrainerModel
-from tests.builders import tar_bytes, titan_name
+from tests.builders import standin_state, tar_bytes, titan_name
 from tests.gateway.helpers import BASE, Gateway, datum, optim_body
 
 T = "CHECKPOINT_TYPE_"
@@ -37,26 +36,10 @@ def source_model(steps: int = 2, **size) -> TrainerModel:
 
 def save_layout(m: TrainerModel, dest: Path, layout: str, rename=None) -> Path:
     """Save `m`'s weights and Adam state with real dcp.save in `layout`."""
-    flat = layout == "torchtitan"
-    rename = rename or (titan_name if flat else (lambda n: n))
-    osd = get_optimizer_state_dict(m.model, m.optimizer, options=StateDictOptions(flatten_optimizer_state_dict=flat))
-    weights = {rename(n): t for n, t in m.trainable_state_dict().items()}
-    if flat:
-        optimizer = {}
-        for k, v in osd.items():
-            section, _, rest = k.partition(".")
-            param, _, field = rest.rpartition(".")
-            optimizer[f"{section}.{rename(param)}.{field}"] = v
-        state = {**weights, "optimizer": optimizer, "lr_scheduler": {"last_epoch": m.step},
-                 "dataloader": {"dp_rank_0": pickle.dumps({"offset": 7}), "world_size": 1},
-                 "train_state": {"step": torch.tensor(m.step, dtype=torch.int32)}}
-    else:
-        osd["state"] = {rename(p): s for p, s in osd["state"].items()}
-        state = {"model": weights, "optimizer": osd}
     dest.mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(dest), no_dist=True)
+        dcp.save(standin_state(m, layout, rename), storage_writer=dcp.FileSystemWriter(dest), no_dist=True)
     return dest
 
 
