@@ -124,7 +124,8 @@ def layout_of(md: DcpMetadata) -> Layout:
     used = set(weights.values())
     beside = [k for k in outside if k in tensors and k not in used
               and (len(md.paths[k]) == 1 if prefix is None else md.paths[k][0] == prefix)]
-    extras = [k for k in outside if k not in used and k not in set(beside)]
+    used.update(beside)
+    extras = [k for k in outside if k not in used]
     group = {str(path[3]): key for key, path in md.paths.items()
              if path[0] == optimizer and len(path) == 4 and path[1] == "param_groups" and path[2] == 0}
     return Layout(optimizer, prefix, weights, {p: state[p] for p in trained}, tuple(beside),
