@@ -171,11 +171,12 @@ def titan_state(model, optim, data_loader_key: str = "dataloader") -> dict:
     return sd
 
 
-def standin_state(trainer, layout: str, rename=None) -> dict:
+def standin_state(trainer, layout: str, rename=None, whole: bool = False) -> dict:
     """A TrainerModel's trainable weights and Adam state as another trainer would save them:
     `torchtitan` (flat, torchtitan names via titan_name, flattened `optimizer`, lr_scheduler,
     dataloader, train_state) or `get_state_dict` (HF names under `model` / nested `optimizer`).
-    `rename` (HF name -> saved name) overrides the naming."""
+    `rename` (HF name -> saved name) overrides the naming; `whole` saves every weight of the
+    model, the frozen base weights of a LoRA run included, as get_state_dict and torchtitan do."""
     import pickle
 
     import torch
@@ -185,7 +186,8 @@ def standin_state(trainer, layout: str, rename=None) -> dict:
     rename = rename or (titan_name if flat else (lambda n: n))
     osd = get_optimizer_state_dict(trainer.model, trainer.optimizer,
                                    options=StateDictOptions(flatten_optimizer_state_dict=flat))
-    weights = {rename(n): t for n, t in trainer.trainable_state_dict().items()}
+    weights = {rename(n): t.detach() for n, t in
+               (trainer.model.state_dict() if whole else trainer.trainable_state_dict()).items()}
     if not flat:
         osd["state"] = {rename(p): s for p, s in osd["state"].items()}
         return {"model": weights, "optimizer": osd}

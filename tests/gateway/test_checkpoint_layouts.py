@@ -24,22 +24,22 @@ from tests.gateway.helpers import BASE, Gateway, datum, optim_body
 T = "CHECKPOINT_TYPE_"
 
 
-def source_model(steps: int = 2, **size) -> TrainerModel:
+def source_model(steps: int = 2, lora_rank: int = 0, **size) -> TrainerModel:
     from fwemu.emulator.trainer.model_config import ModelSize
 
-    m = TrainerModel(BASE, size=ModelSize.from_env() if not size else ModelSize(**size))
+    m = TrainerModel(BASE, lora_rank=lora_rank, seed=7, size=ModelSize.from_env() if not size else ModelSize(**size))
     for _ in range(steps):
         m.forward_backward([datum()], "cross_entropy")
         m.optim_step(optim_body("x", 0)["adam_params"])
     return m
 
 
-def save_layout(m: TrainerModel, dest: Path, layout: str, rename=None) -> Path:
+def save_layout(m: TrainerModel, dest: Path, layout: str, rename=None, whole: bool = False) -> Path:
     """Save `m`'s weights and Adam state with real dcp.save in `layout`."""
     dest.mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dcp.save(standin_state(m, layout, rename), storage_writer=dcp.FileSystemWriter(dest), no_dist=True)
+        dcp.save(standin_state(m, layout, rename, whole), storage_writer=dcp.FileSystemWriter(dest), no_dist=True)
     return dest
 
 
@@ -61,14 +61,16 @@ def source_loss(m: TrainerModel) -> float:
     return m.forward([datum()], "cross_entropy")["metrics"]["loss:sum"]
 
 
-@pytest.mark.parametrize("layout", ["torchtitan", "get_state_dict"])
-def test_foreign_layout_resumes_exactly(gw, tmp_path, layout):
-    src = source_model()
-    job = gw.create_job(f"layout-{layout.replace('_', '-')}")
-    model = gw.model(job)
+@pytest.mark.parametrize("layout, lora_rank", [("torchtitan", 0), ("get_state_dict", 0),
+                                               ("torchtitan", 4), ("get_state_dict", 4)])
+def test_foreign_layout_resumes_exactly(gw, tmp_path, layout, lora_rank):
+    """A LoRA run's whole-model save keeps the frozen base weights beside the adapters."""
+    src = source_model(lora_rank=lora_rank)
+    job = gw.create_job(f"layout-{layout.replace('_', '-')}-{lora_rank}", lora_rank=lora_rank)
+    model = gw.model(job, lora_rank=lora_rank)
     assert loss_of(gw, job, model) != source_loss(src)
-    import_dir(gw, job, "foreign", save_layout(src, tmp_path / "ckpt", layout))
-    assert gw.kinds(job)["foreign"] == (T + "TRAINING", False)
+    import_dir(gw, job, "foreign", save_layout(src, tmp_path / "ckpt", layout, whole=bool(lora_rank)))
+    assert gw.kinds(job)["foreign"] == (T + ("TRAINING_LORA" if lora_rank else "TRAINING"), False)
 
     assert gw.load(job, model, "foreign", optimizer=True) == {"path": "foreign", "type": "load_weights"}
     assert loss_of(gw, job, model) == source_loss(src)
