@@ -12,7 +12,7 @@ import math
 import re
 from collections import defaultdict
 
-from . import dcp_metadata
+from . import dcp_layout, dcp_metadata
 from .kinds import Kind
 from .names import (
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, DCP_DATA_RE, DCP_METADATA, DELTA_MANIFEST, HF_CONFIG,
@@ -112,55 +112,18 @@ def _check_storage(d: CheckpointDir, md: dcp_metadata.DcpMetadata, data_files: l
 
 
 def _classify_dcp(md: dcp_metadata.DcpMetadata, data_files: list[str]) -> tuple[Kind, Details]:
-    """model.* tensors + per-param optim.state; LoRA-ness of the trainable tensors decides the kind."""
-    model_tensors: list[str] = []
-    optim_params: set[str] = set()
-    has_state = False
-    for key, path in md.paths.items():
-        top = path[0]
-        if top not in ("model", "optim"):
-            raise Rejected(DCP_METADATA, f"unexpected state-dict key {shown(key)}; a training "
-                                         "checkpoint holds model.* and optim.* entries only")
-        if top == "model" and md.items[key] is not None:
-            model_tensors.append(".".join(str(p) for p in path[1:]))
-        elif top == "optim":
-            param_state = _optim_param_state(path)
-            if param_state:
-                optim_params.add(param_state[0])
-                if md.items[key] is not None and param_state[1] != "step":
-                    has_state = True
-    if not model_tensors:
-        raise Rejected(DCP_METADATA, "no model tensors (no model.* keys); this is not a training "
-                                     "checkpoint", SAVE_STATE_HINT)
-    if not has_state:
-        raise Rejected(DCP_METADATA, "no optimizer state (no optim.state.<param>.exp_avg / "
-                                     "exp_avg_sq tensors); weights without optimizer state cannot "
-                                     "resume training", SAVE_STATE_HINT)
-    trainable = sorted(set(model_tensors) | optim_params)
-    lora = [t for t in trainable if lora_segment(t)]
-    full = [t for t in trainable if not lora_segment(t)]
-    if lora and full:
-        raise Rejected(DCP_METADATA, f"mixes LoRA tensors ({shown(lora[0])}) with full-weight "
-                                     f"tensors ({shown(full[0])}) among the trainable tensors; a "
-                                     "training checkpoint is all LoRA or none")
+    """Weights, optimizer state and extras by the rule of dcp_layout; LoRA-ness of the trained tensors."""
+    try:
+        layout = dcp_layout.layout_of(md)
+    except dcp_layout.LayoutError as e:
+        raise Rejected(DCP_METADATA, str(e), SAVE_STATE_HINT if e.hint_save else None) from None
     ranks = {int(DCP_DATA_RE.fullmatch(n).group(1)) for n in data_files}
-    details = {"ranks": len(ranks), "tensors": len(model_tensors)}
-    return (Kind.TRAINING_LORA if lora else Kind.TRAINING), details
-
-
-def _optim_param_state(path: tuple[str | int, ...]) -> tuple[str, str] | None:
-    """(param fqn, state name) of an optim.state entry, else None.
-
-    get_optimizer_state_dict nests ('optim', 'state', fqn, 'exp_avg'); with
-    flatten_optimizer_state_dict it is ('optim', 'state.<fqn>.exp_avg').
-    """
-    if len(path) == 4 and path[1] == "state":
-        return str(path[2]), str(path[3])
-    if len(path) == 2 and isinstance(path[1], str) and path[1].startswith("state."):
-        fqn, _, name = path[1][len("state."):].rpartition(".")
-        if fqn and name:
-            return fqn, name
-    return None
+    details = {"ranks": len(ranks), "tensors": len(layout.weights), "layout": layout.style}
+    if layout.frozen:
+        details["frozen"] = len(layout.frozen)
+    if layout.extras:
+        details["extras"] = len(layout.extras)
+    return (Kind.TRAINING_LORA if layout.lora else Kind.TRAINING), details
 
 
 # --- PEFT (INFERENCE_LORA) --------------------------------------------------------------------

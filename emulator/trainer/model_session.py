@@ -39,15 +39,14 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import save_file
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
 from fwemu.client.tokenizer import PAD_ID
 
-from . import losses
+from . import dcp_load, dcp_mapping, losses
 from .errors import TrainerUserError
-from .lora import PEFT_PREFIX, apply_lora, is_lora_key, merged_state_dict, peft_adapter_config
+from .lora import PEFT_PREFIX, apply_lora, merged_state_dict, peft_adapter_config
 from .model_config import ModelSize, generation_config, hf_config, resolve_size, vocab_origin
 from .tiny_llama import TinyLlamaForCausalLM, derive_seed
 
@@ -93,12 +92,6 @@ def _sdpa_context(device: torch.device):
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu").contiguous()
-
-
-def _cause_line(exc: BaseException) -> str:
-    """DCP wraps per-rank tracebacks into its message; keep only the last line (the cause)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 def _float(params: Mapping, key: str, default: float, lo: float, hi: float | None = None, hi_open: bool = False) -> float:
@@ -319,90 +312,73 @@ class TrainerModel:
                 dcp.save(state, storage_writer=FileSystemWriter(dest), no_dist=True)
 
     def load_state(self, src: Path, optimizer: bool) -> None:
-        """Restore a ``save_state`` checkpoint bit for bit (weights; Adam state and step if ``optimizer``).
+        """Restore a resumable DCP checkpoint (weights; Adam state and step if ``optimizer``).
 
-        With ``optimizer=False`` the optimiser restarts: zero moments, step 0.
-        A LoRA/full or shape mismatch is a TrainerUserError and leaves this model untouched.
+        Any layout the inspector accepts loads when names and shapes match (dcp_mapping): the
+        emulator's own, ``get_state_dict`` output under other section names, torchtitan's flat
+        keys. A save_state checkpoint restores bit for bit. With ``optimizer=False`` the
+        optimiser restarts: zero moments, step 0. A LoRA/full, name or shape mismatch is a
+        TrainerUserError naming the first difference, and leaves this model untouched.
 
-        Security: torch's DCP reader unpickles ``.metadata`` (and non-tensor items) with plain
-        pickle. Only call this on checkpoints the emulator itself wrote, or that
-        ``emulator.inspect`` accepted (its restricted unpickler runs first) - the gateway
-        guarantees this.
+        Security: torch's DCP reader unpickles ``.metadata`` with plain pickle. Only call this on
+        checkpoints the emulator itself wrote, or that ``emulator.inspect`` accepted (its
+        restricted unpickler runs first) - the gateway guarantees this. Non-tensor entries are
+        read with the weights-only unpickler (dcp_load.SafeBytesPlanner).
         """
         src = Path(src)
         with self._lock:
             if not (src / ".metadata").is_file():
                 raise TrainerUserError(f"no DCP checkpoint at {src.name!r} (no .metadata file)")
-            reader = FileSystemReader(src)
+            mine = self.trainable_state_dict()
+            wanted = {n: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in mine.items()}
             try:
-                metadata = reader.read_metadata()
-            except Exception as exc:  # a truncated or foreign .metadata
-                raise TrainerUserError(f"checkpoint {src.name!r}: unreadable .metadata ({exc})") from None
-            self._check_compatible(src.name, metadata.state_dict_metadata, optimizer)
+                plan = dcp_mapping.map_checkpoint(dcp_load.read_layout(src), wanted, self.lora_rank, optimizer)
+            except dcp_load.LoadFailed as exc:
+                raise TrainerUserError(f"checkpoint {src.name!r}: {exc}") from None
+            except dcp_mapping.MappingError as exc:
+                raise TrainerUserError(f"checkpoint {src.name!r} {exc}" if not str(exc).startswith("tensor")
+                                       else f"checkpoint {src.name!r}: {exc}") from None
 
-            # Load into copies; the live model and optimiser change only once everything has been read.
-            model_sd = {n: torch.empty_like(t) for n, t in self.trainable_state_dict().items()}
-            state: dict[str, Any] = {"model": model_sd}
-            if optimizer:
-                osd = get_optimizer_state_dict(self.model, self.optimizer)
-                osd["state"] = {fqn: {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-                                for fqn, s in osd["state"].items()}
-                state["optim"] = osd
+            # Read into copies; the live model and optimiser change only once everything has been read.
+            entries: dict[str, Any] = {key: torch.empty_like(mine[n], device="cpu") for n, key in plan.weights.items()}
+            for n, keys in plan.state.items():
+                entries[keys["exp_avg"]] = torch.empty_like(mine[n], device="cpu")
+                entries[keys["exp_avg_sq"]] = torch.empty_like(mine[n], device="cpu")
+                entries[keys["step"]] = torch.zeros((), dtype=torch.float32)
+            entries.update({key: None for key in plan.group.values()})
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    dcp.load(state, storage_reader=reader, no_dist=True)
-            except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-                raise TrainerUserError(f"checkpoint {src.name!r} could not be read: its data files are truncated "
-                                       f"or corrupted ({_cause_line(exc)})") from None
+                dcp_load.read_entries(src, entries)
+            except dcp_load.LoadFailed as exc:
+                raise TrainerUserError(f"checkpoint {src.name!r} could not be read: {exc}") from None
+            group = {f: entries[key] for f, key in plan.group.items()}
 
             with torch.no_grad():
-                live = self.trainable_state_dict()
-                for n, t in model_sd.items():
-                    live[n].copy_(t)
-            if optimizer:
-                set_optimizer_state_dict(self.model, self.optimizer, state["optim"])
-                self._step = int(self.optimizer.param_groups[0].get(STEP_KEY, 0))
-                self._clear_grads()
-            else:
+                for n, key in plan.weights.items():
+                    mine[n].copy_(entries[key])
+            if not optimizer:
                 self._reset_optimizer()
-
-    def _check_compatible(self, name: str, sdm: Mapping[str, Any], optimizer: bool) -> None:
-        ckpt = {k[len("model."):]: v for k, v in sdm.items() if k.startswith("model.")}
-        ckpt_lora = [k for k in ckpt if is_lora_key(k)]
-        mine = self.trainable_state_dict()
-        what = f"this trainer is a LoRA run (rank {self.lora_rank})" if self.is_lora else "this trainer is a full-parameter run"
-        if not ckpt:
-            raise TrainerUserError(f"checkpoint {name!r} holds no model tensors")
-        if ckpt_lora and not self.is_lora:
-            raise TrainerUserError(f"checkpoint {name!r} holds LoRA adapter weights (TRAINING_LORA) but {what}; "
-                                   "load it into a LoRA trainer with the same rank")
-        if not ckpt_lora and self.is_lora:
-            raise TrainerUserError(f"checkpoint {name!r} holds full model weights (TRAINING) but {what}; "
-                                   "load it into a full-parameter trainer (lora_rank=0)")
-        missing = sorted(set(mine) - set(ckpt))
-        extra = sorted(set(ckpt) - set(mine))
-        if missing or extra:
-            raise TrainerUserError(f"checkpoint {name!r} does not match this model: missing {missing[:3]}"
-                                   f"{'...' if len(missing) > 3 else ''}, unexpected {extra[:3]}"
-                                   f"{'...' if len(extra) > 3 else ''} (different model size?)")
-        for n, t in mine.items():
-            md = ckpt[n]
-            shape = getattr(md, "size", None)
-            if shape is None or tuple(shape) != tuple(t.shape):
-                hint = "a different LoRA rank" if is_lora_key(n) else "a different model size"
-                raise TrainerUserError(f"checkpoint {name!r}: tensor {n} has shape {list(shape or [])} but this model "
-                                       f"needs {list(t.shape)} ({hint})")
-            dtype = getattr(getattr(md, "properties", None), "dtype", None)
-            if dtype != t.dtype:
-                raise TrainerUserError(f"checkpoint {name!r}: tensor {n} is {dtype}, expected {t.dtype}")
-        if optimizer:
-            absent = [f"optim.state.{n}.{k}" for n in mine for k in ("exp_avg", "exp_avg_sq", "step")
-                      if f"optim.state.{n}.{k}" not in sdm]
-            if absent:
-                raise TrainerUserError(f"checkpoint {name!r} has no optimizer state for {absent[0]}"
-                                       f"{f' (+{len(absent) - 1} more)' if len(absent) > 1 else ''}; "
-                                       "load it without the optimizer")
+                return
+            params = dict(self._trainable)
+            for n, keys in plan.state.items():
+                p = params[n]
+                self.optimizer.state[p] = {
+                    "step": entries[keys["step"]].to(torch.float32),
+                    "exp_avg": entries[keys["exp_avg"]].to(p.device),
+                    "exp_avg_sq": entries[keys["exp_avg_sq"]].to(p.device),
+                }
+            pg = self.optimizer.param_groups[0]
+            for f in ("lr", "eps", "weight_decay"):
+                if isinstance(group.get(f), (int, float)) and not isinstance(group[f], bool):
+                    pg[f] = float(group[f])
+            betas = group.get("betas")
+            if isinstance(betas, (tuple, list)) and len(betas) == 2 and all(isinstance(b, float) for b in betas):
+                pg["betas"] = tuple(betas)
+            step = group.get(STEP_KEY)
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                step = max((int(s["step"]) for s in self.optimizer.state.values()), default=0)
+            self._step = step
+            pg[STEP_KEY] = step
+            self._clear_grads()
 
     # ------------------------------------------------------------------ sampler exports
 

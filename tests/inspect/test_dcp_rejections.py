@@ -210,7 +210,8 @@ def test_optimizer_state_without_model_tensors(clone):
             del md.storage_data[index]
 
     edit_metadata(d, mutate)  # storage stays consistent: the data file is still referenced
-    rejected(d, ".metadata: no model tensors (no model.* keys); this is not a training checkpoint")
+    rejected(d, ".metadata: no model tensors (no tensor outside the optimizer state); this is not a "
+                "training checkpoint")
 
 
 def test_lora_and_full_trainable_tensors_mixed(tmp_path):
@@ -235,16 +236,17 @@ def test_lora_and_full_trainable_tensors_mixed(tmp_path):
                        "checkpoint is all LoRA or none")
 
 
-def test_unexpected_top_level_state_dict_key(tmp_path):
+def test_extras_beside_weights_do_not_make_them_resumable(tmp_path):
+    """Step counters and RNG state are extras: without optimizer moments it is still not TRAINING."""
     import torch
     import torch.distributed.checkpoint as dcp
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        dcp.save({"model": {"w": torch.ones(2)}, "rng": {"seed": torch.ones(1)}},
+        dcp.save({"model": {"w": torch.ones(2)}, "rng": {"seed": torch.ones(1)}, "step": 3},
                  storage_writer=dcp.FileSystemWriter(str(tmp_path)))
-    rejected(tmp_path, ".metadata: unexpected state-dict key rng.seed; a training checkpoint holds "
-                       "model.* and optim.* entries only")
+    rejected(tmp_path, ".metadata: no optimizer state (no optim.state.<param>.exp_avg / exp_avg_sq "
+                       "tensors); weights without optimizer state cannot resume training")
 
 
 def test_chunk_without_storage_entry(clone):

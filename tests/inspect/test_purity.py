@@ -1,4 +1,4 @@
-"""The inspector, the rules and arc_v2 are pure: using them never imports torch, fastapi or httpx.
+"""The inspector, the rules, arc_v2 and dcp_mapping are pure: using them never imports torch, fastapi or httpx.
 
 Run in a fresh interpreter, since the test process itself has torch loaded.
 """
@@ -15,6 +15,7 @@ from fwemu.emulator.inspect import inspect_checkpoint, fingerprint, Kind, Verdic
 from fwemu.emulator.inspect import cli  # the command module the fwemu dispatcher imports
 from fwemu.emulator import rules
 from fwemu.emulator.trainer import arc_v2
+from fwemu.emulator.trainer import dcp_mapping  # the loader's name/shape matching
 kinds = [str(inspect_checkpoint(p).kind) for p in sys.argv[1:]]
 fingerprint(sys.argv[1])
 rules.is_promotable(Kind.INFERENCE_BASE)

@@ -18,8 +18,8 @@ def test_each_artifact_has_its_kind(artifacts, name):
 
 
 def test_dcp_details(artifacts):
-    assert inspect_checkpoint(artifacts["dcp"]).details == {"ranks": 1, "tensors": 6}
-    assert inspect_checkpoint(artifacts["dcp_lora"]).details == {"ranks": 1, "tensors": 8}
+    assert inspect_checkpoint(artifacts["dcp"]).details == {"ranks": 1, "tensors": 6, "layout": "model+optim"}
+    assert inspect_checkpoint(artifacts["dcp_lora"]).details == {"ranks": 1, "tensors": 8, "layout": "model+optim"}
 
 
 def test_two_rank_dcp_has_two_data_files_and_two_ranks(artifacts):
@@ -101,4 +101,4 @@ def test_dcp_with_flattened_optimizer_state(tmp_path):
         warnings.simplefilter("ignore", UserWarning)
         dcp.save({"model": model.state_dict(), "optim": osd}, storage_writer=dcp.FileSystemWriter(str(tmp_path)))
     v = inspect_checkpoint(tmp_path)
-    assert v.kind is Kind.TRAINING and v.details == {"ranks": 1, "tensors": 2}
+    assert v.kind is Kind.TRAINING and v.details == {"ranks": 1, "tensors": 2, "layout": "model+optim"}
