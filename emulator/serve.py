@@ -8,6 +8,7 @@ FIREWORKS_API_KEY (else the dev key fw-local-dev) maps to account `local`.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import os
 import socket
@@ -86,7 +87,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        hint = "stop the other server or pick another --port" if exc.errno == 98 else "check --host and --port"
+        hint = "stop the other server or pick another --port" if exc.errno == errno.EADDRINUSE else "check --host and --port"
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -99,6 +100,7 @@ def banner(args: argparse.Namespace, settings) -> str:
     for key, account in sorted(settings.api_keys.items(), key=lambda kv: kv[1]):
         lines.append(f"  API key {key}  -> account {account}")
     lines.append(f"  use: FIREWORKS_BASE_URL=http://{args.host}:{args.port} FIREWORKS_API_KEY=<key above>")
+    lines.append(f"  dashboard: http://{args.host}:{args.port}/dashboard   API reference: /docs")
     for name in sorted(settings.quirks):
         lines.append(f"  quirk {name}: {QUIRKS[name]}")
     for name in sorted(settings.breaks):
