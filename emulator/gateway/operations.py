@@ -36,6 +36,20 @@ def _trainable(model: ModelState):
     return trainer
 
 
+def _refuse_forward_only(model: ModelState, what: str) -> None:
+    """A forward-only job (created with forwardOnly: true) has no gradients, no optimizer and no saves."""
+    if model.forward_only:
+        raise UserError(f"{what} is refused: trainer job {model.job_id} is forward-only (created with "
+                        "forwardOnly: true), so it runs forward passes only and holds no optimizer state; "
+                        "create the trainer without forward_only to train or save checkpoints")
+
+
+def _training(model: ModelState, what: str):
+    """The trainer for an optimizer step or a DCP save."""
+    _refuse_forward_only(model, what)
+    return _trainable(model)
+
+
 def create_model(model: ModelState) -> dict:
     # torch is imported here, on the worker, the first time any model is created.
     from fwemu.emulator.trainer.model_session import TrainerModel
@@ -67,7 +81,7 @@ def _loss_input(body: Mapping, key: str) -> tuple[list, str, dict | None]:
 
 def forward_backward(model: ModelState, body: Mapping) -> dict:
     data, loss_fn, cfg = _loss_input(body, "forward_backward_input")
-    trainer = _trainable(model)
+    trainer = _trainable(model)  # allowed on a forward-only job: the SDK sends some reference losses this way
     out = trainer.forward_backward(data, loss_fn, cfg)
     epoch, acc, calls = model.pending_metrics
     if epoch != trainer.grad_epoch:  # the gradients these metrics went with were dropped meanwhile
@@ -86,7 +100,7 @@ def optim_step(services: Services, job_create_us: int, model: ModelState, body: 
     adam = body.get("adam_params")
     if not isinstance(adam, Mapping):
         raise UserError("adam_params must be an object, e.g. {\"learning_rate\": 1e-4}")
-    trainer = _trainable(model)
+    trainer = _training(model, "optim_step")
     epoch_before = trainer.grad_epoch
     out = trainer.optim_step(dict(adam), body.get("grad_accumulation_normalization"))
     metrics = out.get("metrics") or {}
@@ -110,12 +124,13 @@ def _log_step(services: Services, job_create_us: int, model: ModelState, epoch: 
 
 
 def save_weights(services: Services, model: ModelState, body: Mapping) -> dict:
-    _trainable(model)
+    _training(model, "save_weights (save_state)")
     path = checkpoints.save_state(services, model, body.get("path"))
     return {"path": path, "type": "save_weights"}
 
 
 def save_weights_for_sampler(services: Services, model: ModelState, body: Mapping) -> dict:
+    _refuse_forward_only(model, "save_weights_for_sampler")
     trainer_of(model)
     name = body.get("path")
     if not isinstance(name, str) or not name:
