@@ -13,11 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from fwemu.emulator.gateway import checkpoints
+from fwemu.emulator.gateway import adapters, checkpoints
 from fwemu.emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState
 from fwemu.emulator.gateway.sequencer import UserError
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.inspect.names import ADAPTER_WEIGHTS
 from fwemu.emulator.services import Services
 from fwemu.emulator.store import metrics_log
+from fwemu.emulator.trainer import adapter_fit
+from fwemu.emulator.trainer.adapter_fit import PEFT_PREFIX
 
 log = logging.getLogger("fwemu.gateway")
 
@@ -154,9 +158,29 @@ def load_weights(services: Services, model: ModelState, body: Mapping) -> dict:
     return {"path": path, "type": "load_weights"}
 
 
-def load_adapter(model: ModelState, body: Mapping) -> dict:
-    raise UserError("load_adapter (warm start from a PEFT model) is not supported by the emulator; "
-                    "start from a save_state checkpoint with load_state instead")
+def load_adapter(services: Services, model: ModelState, body: Mapping) -> dict:
+    """Weights-only warm start from a PEFT adapter (docs/wire.md B.3): inspect, match headers, then read."""
+    from fwemu.emulator.inspect import inspect_checkpoint
+
+    trainer = _trainable(model)
+    if not model.is_lora:
+        raise UserError(f"load_adapter needs a LoRA training client, but {model.model_id} is full-parameter; "
+                        "for a full-parameter warm start, create the trainer from the promoted model instead")
+    path = body.get("adapter_path")
+    src, what = adapters.resolve(services, model, path)
+    with services.store.snapshot_dir(src) as snapshot:   # the bytes inspected are the bytes loaded
+        verdict = inspect_checkpoint(snapshot)
+        if verdict.kind is not Kind.INFERENCE_LORA:
+            found = verdict.kind.wire if verdict.kind else f"rejected by the checkpoint inspector ({verdict.reason})"
+            raise UserError(f"{what} is {found}, not a PEFT adapter ({Kind.INFERENCE_LORA.wire})")
+        config, tensors = adapters.header_facts(snapshot)
+        expected = {PEFT_PREFIX + n: tuple(t.shape) for n, t in trainer.trainable_state_dict().items()}
+        problem = adapter_fit.mismatch(config, tensors, expected, rank=model.lora_rank, base_model=model.base_model)
+        if problem:
+            raise UserError(f"{what} does not fit {model.model_id}: {problem}")
+        trainer.load_adapter(snapshot / ADAPTER_WEIGHTS, config["lora_alpha"])
+    model.lora_alpha = config["lora_alpha"]
+    return {"model_id": model.model_id, "adapter_path": path, "type": "load_adapter"}
 
 
 def unload_model(runtime: GatewayRuntime, jr: JobRuntime, model: ModelState) -> dict:

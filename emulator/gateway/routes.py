@@ -260,7 +260,7 @@ for _name, _run in {
     "save_weights": lambda c, m, b: ops.save_weights(c.services, m, b),
     "save_weights_for_sampler": lambda c, m, b: ops.save_weights_for_sampler(c.services, m, b),
     "load_weights": lambda c, m, b: ops.load_weights(c.services, m, b),
-    "load_adapter": lambda c, m, b: ops.load_adapter(m, b),
+    "load_adapter": lambda c, m, b: ops.load_adapter(c.services, m, b),
 }.items():
     router.add_api_route(f"/{_name}", _sequenced(_name, _run), methods=["POST"], name=_name)
 
