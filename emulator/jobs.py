@@ -7,6 +7,8 @@ restart of the emulator keeps every job's timing.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from fwemu.emulator.store import Job, rfc3339
 
 CREATING, PENDING, RUNNING = "JOB_STATE_CREATING", "JOB_STATE_PENDING", "JOB_STATE_RUNNING"
@@ -24,6 +26,13 @@ def state_at(job: Job, now_us: int) -> str:
         return RUNNING
     midpoint = job.update_us + (job.ready_us - job.update_us) // 2
     return CREATING if job.state == CREATING and now_us < midpoint else PENDING
+
+
+def forward_only(body: Mapping) -> bool:
+    """A forward-only trainer (the SDK sends top-level `forwardOnly: true`; `trainingConfig.forwardOnly`
+    is read too): it runs forward passes only, never a step or a save (docs/wire.md A.3, B.3)."""
+    cfg = body.get("trainingConfig") or {}
+    return body.get("forwardOnly") is True or (isinstance(cfg, Mapping) and cfg.get("forwardOnly") is True)
 
 
 def job_name(job: Job) -> str:

@@ -26,8 +26,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     where.add_argument("--data-dir", type=Path, default=Path(".fwemu"), help="state directory (default ./.fwemu)")
     where.add_argument("--in-memory", action="store_true", help="keep nothing after exit")
     p.add_argument("--api-key", action="append", default=[], metavar="KEY=ACCOUNT")
-    p.add_argument("--startup-delay", type=float, default=0.05, metavar="SECONDS",
-                   help="time a trainer job takes from CREATING to RUNNING")
+    p.add_argument("--startup-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="time a trainer job takes from CREATING to RUNNING (default 0: RUNNING at once)")
     p.add_argument("--retention-days", type=float, default=30.0)
     p.add_argument("--quirk", action="append", default=[], choices=sorted(QUIRKS),
                    help="reproduce a behaviour of the real service (repeatable; see README)")

@@ -59,7 +59,9 @@ def _split(name: str) -> frozenset[str]:
 class Settings:
     data_dir: Path | None = None            # None: in-memory SQLite + a temporary blob dir
     api_keys: dict[str, str] = field(default_factory=default_api_keys)
-    startup_delay_s: float = 0.05            # CREATING -> PENDING -> RUNNING
+    # CREATING -> PENDING -> RUNNING over this long; 0: a new job is RUNNING at once, so the SDK's
+    # first poll sees it ready and create_and_wait never sleeps its 5 s poll interval (docs/wire.md A.4)
+    startup_delay_s: float = 0.0
     retention_days: float = 30.0             # deleted jobs keep their checkpoints this long
     max_import_bytes: int = 64 << 30
     max_import_files: int = 10_000

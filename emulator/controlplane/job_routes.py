@@ -11,7 +11,7 @@ from fwemu.emulator import jobs
 from fwemu.emulator.auth import caller_account, require_same_account
 from fwemu.emulator.controlplane.access import JOB_ID_RE, load_job
 from fwemu.emulator.controlplane.schemas import CreateJobBody
-from fwemu.emulator.errors import already_exists, failed_precondition, invalid_argument
+from fwemu.emulator.errors import already_exists, failed_precondition, invalid_argument, not_found
 from fwemu.emulator.lazy_routes import LazyAPIRoute
 from fwemu.emulator.services import Services, get_services
 from fwemu.emulator.store import AlreadyExists
@@ -71,8 +71,14 @@ def get_job(account: str, job_id: str, caller: str = Depends(caller_account),
 @router.delete("/v1/accounts/{account}/rlorTrainerJobs/{job_id}")
 def delete_job(account: str, job_id: str, caller: str = Depends(caller_account),
                services: Services = Depends(get_services)):
-    """The job becomes JOB_STATE_DELETED; its checkpoints stay listable for the retention window."""
-    load_job(services, caller, account, job_id, include_deleted=False)
+    """The job becomes JOB_STATE_DELETED; its checkpoints stay listable for the retention window.
+
+    Deleting it again is 404 NOT_FOUND (AIP-135/164: a soft-deleted resource is not deleted twice) and
+    changes nothing, so the retention window never restarts (docs/wire.md A.4)."""
+    job = load_job(services, caller, account, job_id)
+    if job.deleted_us is not None:
+        raise not_found(f"trainer job {job_id} in account {account} was already deleted; "
+                        "its checkpoints stay listable until the retention window ends")
     services.store.set_job_state(account, job_id, jobs.DELETED, bump_generation=True, deleted=True)
     _drop_trainer(services, account, job_id, "the trainer job was deleted")
     return {}

@@ -1,5 +1,5 @@
-"""The /v1 control plane: the jobs, checkpoints and models routers, in matching order."""
+"""The /v1 control plane: the jobs, checkpoints, models and training-shape routers, in matching order."""
 
-from fwemu.emulator.controlplane import checkpoint_routes, job_routes, model_routes
+from fwemu.emulator.controlplane import checkpoint_routes, job_routes, model_routes, shape_routes
 
-routers = (job_routes.router, checkpoint_routes.router, model_routes.router)
+routers = (job_routes.router, checkpoint_routes.router, model_routes.router, shape_routes.router)

@@ -6,7 +6,7 @@ both accepted where the real SDK has sent both.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool
 
 
 class TrainingConfig(BaseModel):
@@ -15,12 +15,14 @@ class TrainingConfig(BaseModel):
     loraRank: int = Field(default=0, ge=0, le=1024)
     learningRate: float | None = Field(default=None, ge=0)
     maxContextLength: int | None = Field(default=None, gt=0, le=10_000_000)
+    forwardOnly: StrictBool | None = None
 
 
 class CreateJobBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     trainingConfig: TrainingConfig
     displayName: str | None = Field(default=None, max_length=128)
+    forwardOnly: StrictBool | None = None    # the SDK's TrainerJobConfig.forward_only (docs/wire.md A.3)
 
 
 class PromoteBody(BaseModel):

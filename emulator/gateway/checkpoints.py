@@ -193,7 +193,7 @@ def resolve_loadable(services: Services, model: ModelState, path) -> Path:
         src_job, sep, name = path[len(CROSS_JOB_PREFIX):].partition("/")
         if not sep or not DNS_LABEL_RE.fullmatch(src_job) or not DNS_LABEL_RE.fullmatch(name):
             raise UserError(f"{path!r} is not a valid reference; use cross_job://<job_id>/<checkpoint_name>")
-        if not _job_visible(services, model.account, src_job):
+        if not job_visible(services, model.account, src_job):
             raise UserError(f"{path!r}: trainer job {src_job} not found in account {model.account}")
     else:
         if not DNS_LABEL_RE.fullmatch(path):
@@ -223,7 +223,7 @@ def _require_resumable(row: CheckpointRow, model: ModelState) -> None:
                         "load it into a training client of the same kind")
 
 
-def _job_visible(services: Services, account: str, job_id: str) -> bool:
+def job_visible(services: Services, account: str, job_id: str) -> bool:
     """A job of the account whose checkpoints are still kept (deleted jobs: during retention)."""
     job = services.store.get_job(account, job_id, include_deleted=True)
     return job is not None and not retention_over(services, job)

@@ -13,11 +13,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from fwemu.emulator.gateway import checkpoints
+from fwemu.emulator.gateway import adapters, checkpoints
 from fwemu.emulator.gateway.runtime import GatewayRuntime, JobRuntime, ModelState
 from fwemu.emulator.gateway.sequencer import UserError
+from fwemu.emulator.inspect import Kind
+from fwemu.emulator.inspect.names import ADAPTER_WEIGHTS
 from fwemu.emulator.services import Services
 from fwemu.emulator.store import metrics_log
+from fwemu.emulator.trainer import adapter_fit
+from fwemu.emulator.trainer.adapter_fit import PEFT_PREFIX
 
 log = logging.getLogger("fwemu.gateway")
 
@@ -34,6 +38,20 @@ def _trainable(model: ModelState):
     if model.base_only:
         raise UserError(f"{model.model_id} is a frozen base-only reference model; it can run forward only")
     return trainer
+
+
+def _refuse_forward_only(model: ModelState, what: str) -> None:
+    """A forward-only job (created with forwardOnly: true) has no gradients, no optimizer and no saves."""
+    if model.forward_only:
+        raise UserError(f"{what} is refused: trainer job {model.job_id} is forward-only (created with "
+                        "forwardOnly: true), so it runs forward passes only and holds no optimizer state; "
+                        "create the trainer without forward_only to train or save checkpoints")
+
+
+def _training(model: ModelState, what: str):
+    """The trainer for an optimizer step or a DCP save."""
+    _refuse_forward_only(model, what)
+    return _trainable(model)
 
 
 def create_model(model: ModelState) -> dict:
@@ -67,7 +85,7 @@ def _loss_input(body: Mapping, key: str) -> tuple[list, str, dict | None]:
 
 def forward_backward(model: ModelState, body: Mapping) -> dict:
     data, loss_fn, cfg = _loss_input(body, "forward_backward_input")
-    trainer = _trainable(model)
+    trainer = _trainable(model)  # allowed on a forward-only job: the SDK sends some reference losses this way
     out = trainer.forward_backward(data, loss_fn, cfg)
     epoch, acc, calls = model.pending_metrics
     if epoch != trainer.grad_epoch:  # the gradients these metrics went with were dropped meanwhile
@@ -86,7 +104,7 @@ def optim_step(services: Services, job_create_us: int, model: ModelState, body: 
     adam = body.get("adam_params")
     if not isinstance(adam, Mapping):
         raise UserError("adam_params must be an object, e.g. {\"learning_rate\": 1e-4}")
-    trainer = _trainable(model)
+    trainer = _training(model, "optim_step")
     epoch_before = trainer.grad_epoch
     out = trainer.optim_step(dict(adam), body.get("grad_accumulation_normalization"))
     metrics = out.get("metrics") or {}
@@ -110,12 +128,13 @@ def _log_step(services: Services, job_create_us: int, model: ModelState, epoch: 
 
 
 def save_weights(services: Services, model: ModelState, body: Mapping) -> dict:
-    _trainable(model)
+    _training(model, "save_weights (save_state)")
     path = checkpoints.save_state(services, model, body.get("path"))
     return {"path": path, "type": "save_weights"}
 
 
 def save_weights_for_sampler(services: Services, model: ModelState, body: Mapping) -> dict:
+    _refuse_forward_only(model, "save_weights_for_sampler")
     trainer_of(model)
     name = body.get("path")
     if not isinstance(name, str) or not name:
@@ -139,9 +158,29 @@ def load_weights(services: Services, model: ModelState, body: Mapping) -> dict:
     return {"path": path, "type": "load_weights"}
 
 
-def load_adapter(model: ModelState, body: Mapping) -> dict:
-    raise UserError("load_adapter (warm start from a PEFT model) is not supported by the emulator; "
-                    "start from a save_state checkpoint with load_state instead")
+def load_adapter(services: Services, model: ModelState, body: Mapping) -> dict:
+    """Weights-only warm start from a PEFT adapter (docs/wire.md B.3): inspect, match headers, then read."""
+    from fwemu.emulator.inspect import inspect_checkpoint
+
+    trainer = _trainable(model)
+    if not model.is_lora:
+        raise UserError(f"load_adapter needs a LoRA training client, but {model.model_id} is full-parameter; "
+                        "for a full-parameter warm start, create the trainer from the promoted model instead")
+    path = body.get("adapter_path")
+    src, what = adapters.resolve(services, model, path)
+    with services.store.snapshot_dir(src) as snapshot:   # the bytes inspected are the bytes loaded
+        verdict = inspect_checkpoint(snapshot)
+        if verdict.kind is not Kind.INFERENCE_LORA:
+            found = verdict.kind.wire if verdict.kind else f"rejected by the checkpoint inspector ({verdict.reason})"
+            raise UserError(f"{what} is {found}, not a PEFT adapter ({Kind.INFERENCE_LORA.wire})")
+        config, tensors = adapters.header_facts(snapshot)
+        expected = {PEFT_PREFIX + n: tuple(t.shape) for n, t in trainer.trainable_state_dict().items()}
+        problem = adapter_fit.mismatch(config, tensors, expected, rank=model.lora_rank, base_model=model.base_model)
+        if problem:
+            raise UserError(f"{what} does not fit {model.model_id}: {problem}")
+        trainer.load_adapter(snapshot / ADAPTER_WEIGHTS, config["lora_alpha"])
+    model.lora_alpha = config["lora_alpha"]
+    return {"model_id": model.model_id, "adapter_path": path, "type": "load_adapter"}
 
 
 def unload_model(runtime: GatewayRuntime, jr: JobRuntime, model: ModelState) -> dict:

@@ -236,7 +236,7 @@ def create_model(request: Request, call: Call = Depends(_call), body: dict[str, 
         if idem is not None and (previous := rt.recall(idem)) is not None:
             return previous
         model = rt.new_model(call.jr, base_model=base_model, lora_rank=rank, lora_alpha=alpha, seed=seed or 0,
-                             base_only=bool(body.get("base_only")))
+                             base_only=bool(body.get("base_only")), forward_only=jobs.forward_only(call.job.body))
         return _enqueue(call, request, model, "create_model", lambda: ops.create_model(model), first=True)
 
 
@@ -260,7 +260,7 @@ for _name, _run in {
     "save_weights": lambda c, m, b: ops.save_weights(c.services, m, b),
     "save_weights_for_sampler": lambda c, m, b: ops.save_weights_for_sampler(c.services, m, b),
     "load_weights": lambda c, m, b: ops.load_weights(c.services, m, b),
-    "load_adapter": lambda c, m, b: ops.load_adapter(m, b),
+    "load_adapter": lambda c, m, b: ops.load_adapter(c.services, m, b),
 }.items():
     router.add_api_route(f"/{_name}", _sequenced(_name, _run), methods=["POST"], name=_name)
 

@@ -42,6 +42,7 @@ class ModelState:
     seed: int
     base_only: bool
     worker: ModelWorker
+    forward_only: bool = False     # the job was created with forwardOnly: no step, no save
     trainer: Any = None            # emulator.trainer.model_session.TrainerModel once created
     create_error: str | None = None
     sampler_saved: bool = False    # the SDK chain rule's `base_saved`, for a request without checkpoint_type

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adapter_fit import PEFT_PREFIX  # noqa: F401 - re-exported: the prefix PEFT writes before model names
+
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PEFT_PREFIX = "base_model.model."
 
 
 class LoRALinear(nn.Module):
@@ -120,3 +121,20 @@ def peft_adapter_config(base_model: str, rank: int, alpha: float) -> dict:
         "use_rslora": False,
         "use_dora": False,
     }
+
+
+def read_adapter(path, names) -> dict[str, torch.Tensor]:
+    """The float32 adapter tensors `names` (model names) of a PEFT `adapter_model.safetensors`.
+
+    Safetensors only (no pickle); the caller has already matched the header against the model.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {n: f.get_tensor(PEFT_PREFIX + n).to(torch.float32) for n in names}
+
+
+def set_alpha(model: nn.Module, alpha: float) -> None:
+    """Give every adapter the scaling ``alpha / r`` (a loaded adapter brings its own lora_alpha)."""
+    for m in lora_modules(model).values():
+        m.alpha, m.scaling = alpha, alpha / m.rank

@@ -46,7 +46,7 @@ from fwemu.client.tokenizer import PAD_ID
 
 from . import dcp_load, dcp_mapping, losses
 from .errors import TrainerUserError
-from .lora import PEFT_PREFIX, apply_lora, merged_state_dict, peft_adapter_config
+from .lora import PEFT_PREFIX, apply_lora, merged_state_dict, peft_adapter_config, read_adapter, set_alpha
 from .model_config import ModelSize, generation_config, hf_config, resolve_size, vocab_origin
 from .tiny_llama import TinyLlamaForCausalLM, derive_seed
 
@@ -379,6 +379,18 @@ class TrainerModel:
             self._step = step
             pg[STEP_KEY] = step
             self._clear_grads()
+
+    def load_adapter(self, weights: Path, alpha: float) -> None:
+        """Weights-only warm start from a PEFT adapter file already matched to this model (adapter_fit):
+        its A/B matrices and lora_alpha replace this model's, and the optimiser restarts (step 0)."""
+        with self._lock:
+            loaded = read_adapter(weights, list(self.trainable_state_dict()))  # copies: live weights untouched
+            with torch.no_grad():
+                for n, t in self.trainable_state_dict().items():
+                    t.copy_(loaded[n])
+            set_alpha(self.model, float(alpha))
+            self.lora_alpha = alpha
+            self._reset_optimizer()
 
     # ------------------------------------------------------------------ sampler exports
 
