@@ -82,12 +82,14 @@ class CheckpointReplacement:
 
         Readers that open several files of a checkpoint (DCP's .metadata then its data files) read
         the snapshot, so a replace of that name in between can never hand them a mix of two saves.
+        The copy keeps the directory's name, so messages about it still name the checkpoint.
         """
         holder = Path(tempfile.mkdtemp(prefix="snap-", dir=self.staging))
+        copy = holder / Path(path).name
         try:
             with self._lock:
-                link_or_copy_tree(path, holder / "d")
-            yield holder / "d"
+                link_or_copy_tree(path, copy)
+            yield copy
         finally:
             remove_tree(holder)
 
