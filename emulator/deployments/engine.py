@@ -54,6 +54,12 @@ class Engine:
         with _sdpa_context(self.device):
             return self.model(x)[0].float()
 
+    def decoder(self):
+        """A fresh key/value-cached decoder over this model (one per sampled sequence)."""
+        from fwemu.emulator.deployments.kv_cache import CachedDecoder
+
+        return CachedDecoder(self.model, self.device)
+
 
 def _size_from_config(path: Path) -> ModelSize:
     try:
