@@ -24,6 +24,7 @@ forward_backward + optim_step, save_weights_for_sampler_ext base/delta).
 
     python bench/deploy_speed.py            # tables
     python bench/deploy_speed.py --quick    # default model size only, few repetitions
+    python bench/deploy_speed.py --sizes large --parts b   # the delta hot load of a 91 MiB model only
 """
 
 from __future__ import annotations
@@ -264,10 +265,11 @@ def memory_part(s: Setup, loads: list[int], chain_len: int, res: dict) -> None:
 def run(args) -> dict:
     sizes = [x for x in (args.sizes or ("default" if args.quick else "default,large")).split(",") if x]
     reps = args.reps or (3 if args.quick else 7)
+    parts = set(args.parts.split(","))
     loads = [int(x) for x in (args.loads or ("5,20" if args.quick else "5,10,20,30,40,50")).split(",")]
     result = new_result("deploy_speed", "Deployments: completions, delta hot load, memory", args,
                         {"tokens": args.tokens, "reps": reps, "sizes": {k: SIZES.get(k, k) or "(default)" for k in sizes},
-                         "loads": loads, "chain": args.chain, "torch_threads": args.threads or "default"})
+                         "loads": loads, "chain": args.chain, "parts": sorted(parts), "torch_threads": args.threads or "default"})
     res = {"_tables": [], "_targets": [], "_rows_hl": []}
     warm_bytecode()
     saved_env = os.environ.get("FWEMU_MODEL_SIZE")
@@ -278,10 +280,11 @@ def run(args) -> dict:
             tmp.mkdir()
             s = Setup(tmp, SIZES.get(label, label))
             try:
-                if label == sizes[0]:
+                if label == sizes[0] and "a" in parts:
                     completions_part(s, args.tokens, reps, res)
-                hot_load_part(s, label, reps, res, tmp)
-                if label == sizes[0]:
+                if "b" in parts:
+                    hot_load_part(s, label, reps, res, tmp)
+                if label == sizes[0] and "c" in parts:
                     memory_part(s, loads, args.chain, res)
             finally:
                 s.close()
@@ -293,16 +296,18 @@ def run(args) -> dict:
             os.environ["FWEMU_MODEL_SIZE"] = saved_env
     rows = res.pop("_rows_hl")
     result["tables"] = res.pop("_tables")
-    result["tables"].insert(1, table(
+    if rows:
+        result["tables"].insert(1 if "a" in parts else 0, table(
         f"(b) delta hot load vs applying the same delta with numpy (median of {reps})",
-        ["model size", "weights MiB", "hot load ms (POST)", "numpy XOR ms", "x numpy",
-         "in-process: arc_v2.apply_delta ms", "in-process: build served model ms", "full (base) hot load ms"], rows,
-        note="the POST is answered once the delta is applied, checked (adler32) and the served model rebuilt"))
+            ["model size", "weights MiB", "hot load ms (POST)", "numpy XOR ms", "x numpy",
+             "in-process: arc_v2.apply_delta ms", "in-process: build served model ms", "full (base) hot load ms"],
+            rows, note="the POST is answered once the delta is applied, checked (adler32) and the served model rebuilt"))
     found = res.pop("_targets")   # [completions, memory]
     hot = [target(f"delta hot load vs numpy apply ({label} model, {hl['weights_mib']} MiB)", "<= 1.2x",
                   f"{hl['x_numpy']:.2f}x ({hl['delta_ms']:.1f} vs {hl['numpy_ms']:.1f} ms)",
                   hl["x_numpy"] is not None and hl["x_numpy"] <= 1.2) for label, hl in res.get("hot_load", {}).items()]
-    result["targets"] = found[:1] + hot + found[1:]
+    first = [t for t in found if t["name"].startswith("completions")]
+    result["targets"] = first + hot + [t for t in found if t not in first]
     result["results"] = res
     return result
 
@@ -313,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, help="repetitions per measurement (default 7; --quick: 3)")
     p.add_argument("--sizes", help="comma list of model sizes: default, large, or a FWEMU_MODEL_SIZE spec")
     p.add_argument("--loads", help="comma list of hot-load counts to sample RSS at (default 5,10,20,30,40,50)")
+    p.add_argument("--parts", default="a,b,c", help="a: completions, b: delta hot load, c: memory (comma list)")
     p.add_argument("--chain", type=int, default=5, help="snapshots per chain in the memory part (1 base + deltas)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in the server and in the baseline (default 1: on a small shared machine "
