@@ -54,6 +54,12 @@ class Engine:
         with _sdpa_context(self.device):
             return self.model(x)[0].float()
 
+    def decoder(self):
+        """A fresh key/value-cached decoder over this model (one per sampled sequence)."""
+        from fwemu.emulator.deployments.kv_cache import CachedDecoder
+
+        return CachedDecoder(self.model, self.device)
+
 
 def _size_from_config(path: Path) -> ModelSize:
     try:
@@ -78,14 +84,20 @@ def base_engine(base_model: str) -> Engine:
 
 
 def full_engine(path: Path) -> Engine:
+    """The model of a full HF directory: built without initial weights (on the meta device) and
+    given the file's tensors, so a hot load costs reading them, not drawing and overwriting a
+    random initialisation first."""
     device = pick_device(None)
-    model = _base("fwemu/unused", _size_from_config(path), device)  # every tensor is overwritten below
+    _configure_determinism(device)
+    size = _size_from_config(path)
     try:
-        weights = load_file(str(path / "model.safetensors"))
-        model.load_state_dict(weights, strict=True)
+        weights = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
+        with torch.device("meta"):
+            model = TinyLlamaForCausalLM(size)
+        model.load_state_dict(weights, strict=True, assign=True)  # strict: every tensor, exact shapes
     except (OSError, RuntimeError, ValueError) as exc:
         raise EngineError(f"model.safetensors does not fit the stand-in model: {_first_line(exc)}") from None
-    return Engine(model, device)
+    return Engine(model.to(device).eval(), device)
 
 
 def lora_engine(path: Path, base_model: str) -> Engine:

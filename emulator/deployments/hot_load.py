@@ -103,6 +103,9 @@ def apply(services: Services, dstore: DeploymentStore, dep: Deployment, identity
     mismatch = _base_model_refusal(dep, row.details, _owner(snap_dir))
     if mismatch:
         return _refused(previous, identity, mismatch)
+    if plan == "current":
+        kept = {k: v for k, v in previous.items() if k not in ("reason", "message")}
+        return Outcome({**kept, "stage": "done", "target": identity, "applied": "current"})
 
     seq = int(previous.get("seq", 0)) + 1
     version = f"v{seq}"

@@ -25,3 +25,5 @@ class Completion:
     text: str = ""
     logprobs: list[float] = field(default_factory=list)
     top: list[list[tuple[int, float]]] = field(default_factory=list)
+    prompt_logprobs: list[float] = field(default_factory=list)   # of prompt[1:], with echo
+    prompt_top: list[list[tuple[int, float]]] = field(default_factory=list)

@@ -123,17 +123,26 @@ def create_completion(body: Any = Body(...), caller: str = Depends(caller_accoun
         return _error(err)
     from fwemu.emulator.deployments import sampler  # torch on first use
 
+    from fwemu.emulator.deployments.detokenize import decoder_for
+
     started = time.monotonic()
     engine = rt.engine(dep)
     limit = engine.size.max_position_embeddings
-    if len(req.prompt) >= limit:
-        return _error(completions.CompletionError(
-            f"the prompt has {len(req.prompt)} tokens; the model's context window is {limit}"))
+    try:
+        completions.check_vocab(req, engine.size.vocab_size)
+        if len(req.prompt) >= limit:
+            raise completions.CompletionError(
+                f"the prompt has {len(req.prompt)} tokens; the model's context window is {limit}")
+    except completions.CompletionError as err:
+        return _error(err)
+    decode = decoder_for(dep.base_model)
     done = []
     with engine.lock:
         for i in range(req.n):
-            c = sampler.generate(engine.logits, req.prompt, req.params, sampler.seeded_generator(req.seed, i), limit)
-            sampler.score(engine.logits, req.prompt, c, req.params.top_logprobs)
+            # sampled with the key/value cache; logprobs from one full forward, as the trainer's
+            c = sampler.generate(engine.decoder().logits, req.prompt, req.params,
+                                 sampler.seeded_generator(req.seed, i), limit, decode)
+            sampler.score(engine.logits, req.prompt, c, req.params.top_logprobs, echo=req.echo)
             done.append(c)
     rt.last_request_us[(dep.account, dep.deployment_id)] = rt.services.clock.peek_us()
     response_id = f"cmpl-{secrets.token_hex(12)}"
@@ -143,6 +152,6 @@ def create_completion(body: Any = Body(...), caller: str = Depends(caller_accoun
     if req.stream:
         perf = {"prompt-tokens": str(len(req.prompt)), "server-processing-time": elapsed,
                 "num-concurrent-requests": "1"}
-        return StreamingResponse(completions.sse_events(req, done, response_id, perf),
+        return StreamingResponse(completions.sse_events(req, done, response_id, perf, decode),
                                  media_type="text/event-stream", headers=headers)
-    return JSONResponse(completions.response(req, done, response_id), headers=headers)
+    return JSONResponse(completions.response(req, done, response_id, decode), headers=headers)

@@ -184,13 +184,18 @@ class Refusal:
 
 def plan_hot_load(kind: Kind | None, identity: str, current: str | None, current_is_full: bool,
                   metadata: Mapping | None, delta_base: str | None) -> str | Refusal:
-    """'full' | 'delta' | 'lora', or the Refusal; `delta_base` is the base the delta's bytes name."""
+    """'full' | 'delta' | 'lora' | 'current', or the Refusal; `delta_base` is the base the delta's
+    bytes name. 'current': the snapshot is the one already served, so there is nothing to do
+    (the SDK's managed sampler hot-loads the snapshot it last loaded again when a sampling client
+    is created for it, with delta metadata naming itself)."""
     if kind is None:
         return Refusal("SNAPSHOT_REJECTED", f"snapshot {identity!r} was rejected by the checkpoint inspector")
     if kind in (Kind.TRAINING, Kind.TRAINING_LORA):
         return Refusal("NOT_A_SAMPLER_SNAPSHOT",
                        f"snapshot {identity!r} is {kind.wire}, a resumable training state; hot-load a "
                        "save_weights_for_sampler export instead")
+    if current is not None and identity == current:
+        return "current"
     if kind is Kind.INFERENCE_LORA:
         if metadata:
             return Refusal("INCREMENTAL_ON_LORA",

@@ -74,6 +74,12 @@ def test_script_tiny_json(name):
             assert run["ok"] and run["machine_examples"] == 1 and run["steps"] == sum(
                 v["count"] for v in run["rules"].values()) > 0
             assert run["steps_per_s"] > 0 and run["examples_per_s"] > 0 and run["wall_s"] > 0
+    elif name == "deploy_speed":
+        c = r["completions"]
+        assert c["tokens"] == 8 and c["http_ms"] > 0 and c["cached_ms"] > 0 and c["full_ms"] > 0
+        hl = r["hot_load"]["default"]
+        assert hl["delta_ms"] > 0 and hl["numpy_ms"] > 0 and hl["weights_mib"] > 0
+        assert set(r["memory"]["rss_mib"]) == {"0", "1", "2"}
     else:
         assert r["subprocess"]["floor"]["wall_s"] > 0 and r["subprocess"]["serve_in_memory"]["wall_s"] > 0
         assert set(r["audit"]["heavy"]) >= {"torch", "numpy"}

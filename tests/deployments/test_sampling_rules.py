@@ -105,9 +105,9 @@ def test_request_rules():
     assert req.params.stop_ids == {10} and req.params.stop_strings == ("x",)
     for bad, text in [({"routing_matrix_format": "parquet_v1"}, "Extra inputs are not permitted, field: "
                                                                 "'routing_matrix_format'"),
-                      ({"prompt": [VOCAB_SIZE]}, "token ids"), ({"top_p": 0}, "top_p"),
+                      ({"prompt": [-1]}, "token ids"), ({"prompt": [1 << 30]}, "token ids"), ({"top_p": 0}, "top_p"),
                       ({"temperature": -1}, "temperature"), ({"presence_penalty": 0.5}, "presence_penalty"),
-                      ({"echo": True}, "echo"), ({"n": 0}, "n must")]:
+                      ({"echo": "yes"}, "echo"), ({"n": 0}, "n must")]:
         with pytest.raises(completions.CompletionError) as err:
             completions.parse({"model": "m", "prompt": [1], **bad})
         assert text in err.value.message and err.value.body()["error"]["code"] == "invalid_request_error"
@@ -140,6 +140,9 @@ def test_sse_stream_text_joins_to_the_final_text():
     (Kind.INFERENCE_ARC_V2, "ok", "s0", False, "s0", "CHAIN_MISMATCH"),
     (Kind.TRAINING, None, None, False, None, "NOT_A_SAMPLER_SNAPSHOT"),
     (None, None, None, False, None, "SNAPSHOT_REJECTED"),
+    (Kind.INFERENCE_ARC_V2, "ok", "snap", True, "s0", "current"),     # already served: nothing to do
+    (Kind.INFERENCE_BASE, None, "snap", True, None, "current"),
+    (Kind.TRAINING, None, "snap", True, None, "NOT_A_SAMPLER_SNAPSHOT"),
 ])
 def test_hot_load_plan(kind, meta, current, full, base, expected):
     if meta == "ok":
