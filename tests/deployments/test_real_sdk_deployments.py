@@ -21,6 +21,8 @@ from tests.deployments.conftest import KEY, deploy
 from tests.gateway.helpers import BASE, OTHER_KEY
 from tests.gateway.test_real_sdk import train
 
+pytestmark = pytest.mark.real_sdk  # CI runs it under both SDK generations (docs/compat.md)
+
 PROMPT = encode("the emulator ", add_bos=True)
 
 

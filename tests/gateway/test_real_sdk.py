@@ -23,6 +23,8 @@ from fwemu.emulator.app import create_app
 from fwemu.emulator.server_thread import running_server
 from tests.gateway.helpers import BASE, TEXT, settings
 
+pytestmark = pytest.mark.real_sdk  # CI runs it under both SDK generations (docs/compat.md)
+
 FW_KEY, TML_KEY = "fw-test-key", "tml-local-test"
 SUFFIX_LEN = 8
 
