@@ -30,8 +30,33 @@ mkdir -p "$root"
 exec 9>"$root/.lock"
 flock 9
 
-# fwemu's runtime dependencies missing from the pinned set (the pinned set wins where it pins one).
-FWEMU_EXTRA_DEPS=()
+# pip, quiet, without the local index's "Location ... is ignored" noise.
+pip_q() {
+  "$py" -m pip --quiet "$@" 2>&1 | { grep -v '^WARNING: Location .* is ignored' || true; } >&2
+  return "${PIPESTATUS[0]}"
+}
+
+# fwemu's own runtime dependencies (pyproject.toml) that the venv lacks: installed on top. One the
+# pinned set has at another version is left as pinned (the cookbook's set wins) and reported.
+missing_fwemu_deps() {
+  "$py" - "$repo/pyproject.toml" <<'PY'
+import sys, tomllib
+from importlib.metadata import PackageNotFoundError, version
+from packaging.requirements import Requirement
+
+for spec in tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]:
+    req = Requirement(spec)
+    if req.marker is not None and not req.marker.evaluate():
+        continue
+    try:
+        have = version(req.name)
+    except PackageNotFoundError:
+        print(spec)
+        continue
+    if not req.specifier.contains(have, prereleases=True):
+        print(f"fwemu compat: keeping pinned {req.name}=={have} (fwemu asks {spec})", file=sys.stderr)
+PY
+}
 
 if [ ! -f "$venv/.complete" ]; then
   start=$(date +%s)
@@ -39,11 +64,10 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   if ! {
     python3 -m venv "$venv" &&
-    "$py" -m pip install --quiet --upgrade pip >&2 &&
-    { "$py" -m pip install --quiet torch==2.13.0 >&2 ||
-      "$py" -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 >&2; } &&
-    "$py" -m pip install --quiet -r "$req" >&2 &&
-    { [ ${#FWEMU_EXTRA_DEPS[@]} -eq 0 ] || "$py" -m pip install --quiet "${FWEMU_EXTRA_DEPS[@]}" >&2; }
+    pip_q install --upgrade pip &&
+    { pip_q install torch==2.13.0 ||
+      pip_q install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0; } &&
+    pip_q install -r "$req"
   }; then
     echo "fwemu compat: building the venv failed (network? see pip's output above); removed $venv" >&2
     rm -rf "$venv"
@@ -55,11 +79,18 @@ if [ ! -f "$venv/.complete" ]; then
   echo "fwemu compat: built in $(cat "$venv/.build-seconds") s" >&2
 fi
 
+# fwemu's dependencies the pinned set lacks (checked every time: pyproject.toml may have changed).
+mapfile -t extra < <(missing_fwemu_deps)
+if [ ${#extra[@]} -gt 0 ]; then
+  echo "fwemu compat: adding fwemu dependencies the pinned set lacks: ${extra[*]}" >&2
+  pip_q install "${extra[@]}" || { echo "fwemu compat: installing ${extra[*]} failed" >&2; exit 3; }
+fi
+
 # fwemu itself, editable and without dependencies, re-pointed when the checkout differs (cheap).
 if [ "$(cat "$venv/.fwemu-from" 2>/dev/null || true)" != "$repo" ]; then
-  "$py" -m pip install --quiet --no-deps --no-build-isolation -e "$repo" >&2 ||
-    "$py" -m pip install --quiet --no-deps -e "$repo" >&2 || {
-      echo "fwemu compat: installing fwemu (--no-deps -e $repo) into $venv failed" >&2; exit 3; }
+  # setuptools' editable-install warnings are noise here; shown only when the install fails
+  out="$(pip_q install --no-deps --no-build-isolation -e "$repo" 2>&1)" || {
+    echo "$out" >&2; echo "fwemu compat: installing fwemu (--no-deps -e $repo) into $venv failed" >&2; exit 3; }
   echo "$repo" >"$venv/.fwemu-from"
 fi
 echo "$cookbook" >"$venv/.cookbook"

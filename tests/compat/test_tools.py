@@ -18,27 +18,36 @@ from tests.compat.test_sft import model, short
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
 
-def tool(compat, env, tmp_path, name: str, *args: str) -> subprocess.CompletedProcess:
-    script = compat.cookbook / "training" / "examples" / "tools" / name
-    return subprocess.run([str(compat.python), str(script), *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+def tools(compat, env, tmp_path, *calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Run each (script, *args) at once (each start is seconds of imports), in the compat venv."""
+    procs = []
+    for name, *args in calls:
+        script = compat.cookbook / "training" / "examples" / "tools" / name
+        procs.append(subprocess.Popen([str(compat.python), str(script), *args], env=env, cwd=tmp_path, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
 
 
 def test_list_checkpoints_table_json_and_promotable_only(compat, env, emulator, resumed_job, tmp_path):
     rows = list_rows(emulator.url, API_KEY, resumed_job)
 
-    as_json = tool(compat, env, tmp_path, "list_checkpoints.py", "--job-id", resumed_job, "--json")
+    as_json, table, only = tools(
+        compat, env, tmp_path, ("list_checkpoints.py", "--job-id", resumed_job, "--json"),
+        ("list_checkpoints.py", "--job-id", resumed_job),
+        ("list_checkpoints.py", "--job-id", resumed_job, "--promotable-only", "--json"))
     assert as_json.returncode == 0, as_json.stderr
     listed = json.loads(as_json.stdout)
     assert sorted(r["name"] for r in listed) == sorted(r["name"] for r in rows)
     assert [short(r) for r in listed][0].startswith("step-6-")        # the script sorts newest first
 
-    table = tool(compat, env, tmp_path, "list_checkpoints.py", "--job-id", resumed_job)
     assert table.returncode == 0, table.stderr
     body = [ln.split() for ln in table.stdout.splitlines()[2:]]
     assert {(b[0], b[2], b[3]) for b in body} == {(short(r), r["checkpointType"], str(r["promotable"])) for r in rows}
 
-    only = tool(compat, env, tmp_path, "list_checkpoints.py", "--job-id", resumed_job, "--promotable-only", "--json")
     assert only.returncode == 0, only.stderr
     assert [r["name"] for r in json.loads(only.stdout)] == [r["name"] for r in rows if r["promotable"]]
 
@@ -46,25 +55,24 @@ def test_list_checkpoints_table_json_and_promotable_only(compat, env, emulator, 
 def test_promote_checkpoint_newest_named_and_refused(compat, env, emulator, resumed_job, tmp_path):
     (sampler,) = [r for r in list_rows(emulator.url, API_KEY, resumed_job) if r["promotable"]]
 
-    newest = tool(compat, env, tmp_path, "promote_checkpoint.py", "--job-id", resumed_job,
-                  "--base-model", BASE_MODEL, "--output-model-id", "compat-tool-newest")
+    # newest promotable; by logical name ("step-6" matches step-6-<session>); step-3, a DCP row
+    newest, named, refused = tools(
+        compat, env, tmp_path,
+        ("promote_checkpoint.py", "--job-id", resumed_job, "--base-model", BASE_MODEL,
+         "--output-model-id", "compat-tool-newest"),
+        ("promote_checkpoint.py", "--job-id", resumed_job, "--checkpoint-name", "step-6", "--base-model", BASE_MODEL,
+         "--output-model-id", "compat-tool-named"),
+        ("promote_checkpoint.py", "--job-id", resumed_job, "--checkpoint-name", "step-3", "--base-model", BASE_MODEL,
+         "--output-model-id", "compat-tool-no"))
     assert newest.returncode == 0, newest.stderr
     assert "state=READY kind=HF_BASE_MODEL" in newest.stderr
     assert model(emulator, "compat-tool-newest")["sourceCheckpoint"] == sampler["name"]
-
-    # the logical name: "step-6" matches the row stored as step-6-<session>
-    named = tool(compat, env, tmp_path, "promote_checkpoint.py", "--job-id", resumed_job,
-                 "--checkpoint-name", "step-6", "--base-model", BASE_MODEL, "--output-model-id", "compat-tool-named")
     assert named.returncode == 0, named.stderr
     assert model(emulator, "compat-tool-named")["sourceCheckpoint"] == sampler["name"]
-
-    # step-3 is a DCP (training) row: not promotable, so the script refuses and nothing is created
-    refused = tool(compat, env, tmp_path, "promote_checkpoint.py", "--job-id", resumed_job,
-                   "--checkpoint-name", "step-3", "--base-model", BASE_MODEL, "--output-model-id", "compat-tool-no")
+    # not promotable, so the script refuses and nothing is created
     assert refused.returncode == 1
     assert f"no promotable checkpoint named 'step-3' on job '{resumed_job}'" in refused.stderr
-    r = model_status(emulator, "compat-tool-no")
-    assert r == 404
+    assert model_status(emulator, "compat-tool-no") == 404
 
 
 def test_the_server_itself_refuses_to_promote_the_dcp_row(compat, env, emulator, resumed_job, tmp_path):
