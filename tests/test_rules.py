@@ -102,6 +102,7 @@ def test_next_checkpoint_type(lora_rank, base_saved, explicit, expected):
     assert rules.next_checkpoint_type(lora_rank, base_saved, explicit) == expected
 
 
+@pytest.mark.real_sdk
 def test_next_checkpoint_type_agrees_with_the_installed_sdk():
     from fireworks.training.sdk import _snapshot_chain as sdk  # dev dependency, installed in CI
 

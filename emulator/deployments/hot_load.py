@@ -139,6 +139,7 @@ def status(dep: Deployment) -> dict:
         loading.update(reason=h.get("reason"), error=h.get("message"))
     replica: dict[str, Any] = {
         "name": f"{dep.record['name']}/replicas/0",
+        "identity": states.pod_identity(dep.record),
         "current_snapshot_identity": h.get("current"),
         "readiness": True,
         "loading_state": loading,

@@ -9,6 +9,7 @@ replicas (the real service also keeps a scaled-to-zero deployment READY).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -232,3 +233,14 @@ def plan_hot_load(kind: Kind | None, identity: str, current: str | None, current
         return Refusal("CHAIN_MISMATCH", f"delta {identity!r} was computed against {delta_base!r} (its delta.json), "
                                          f"not against the deployment's current snapshot {current!r}")
     return "delta"
+
+
+def pod_identity(record: Mapping) -> str:
+    """The serving replica's pod name in hot-load status (`replicas[0].identity`).
+
+    A deployment's pod is replaced when what it is attached to changes (the trainer job's bucket,
+    the transition type), so the name is derived from exactly those fields: SDK 1.2.9's
+    `reattach_trainer` waits for this name to change after its PATCH ("a fresh pod").
+    """
+    attached = f"{record.get('hotLoadTrainerJob') or ''}|{record.get('hotLoadTransitionType') or ''}"
+    return f"{record['name'].rsplit('/', 1)[-1]}-{hashlib.sha256(attached.encode()).hexdigest()[:8]}"

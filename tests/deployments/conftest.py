@@ -12,6 +12,7 @@ from fireworks.training.sdk.deployment import DeploymentConfig, DeploymentManage
 from fwemu.emulator.app import create_app
 from fwemu.emulator.server_thread import running_server
 from tests.gateway.helpers import BASE, OTHER_KEY, TINY, settings
+from tests.sdk_generation import SHAPELESS
 
 KEY = "fw-deploy-key"
 
@@ -74,6 +75,6 @@ def trainer_factory(server):
 
 def deploy(mgr: DeploymentManager, deployment_id: str, trainer_job: str | None = None):
     cfg = DeploymentConfig(deployment_id=deployment_id, base_model=BASE, hot_load_trainer_job=trainer_job,
-                           accept_shapeless_risk=True)
+                           **SHAPELESS)
     mgr.create_or_get(cfg)
     return mgr.wait_for_ready(deployment_id, poll_interval_s=0.1)

@@ -164,3 +164,13 @@ def test_update_mask_rules():
         states.mask_fields("no_such_field", {})
     with pytest.raises(states.RuleError, match="larger than"):
         states.apply_update(rec, "a", {"minReplicaCount": 2}, ["minReplicaCount"])
+
+
+def test_pod_identity_changes_exactly_when_the_attachment_changes():
+    """SDK 1.2.9's reattach_trainer waits for replicas[0].identity to change after its PATCH."""
+    rec = {"name": "accounts/a/deployments/d1", "hotLoadTrainerJob": "accounts/a/rlorTrainerJobs/j1"}
+    same = states.pod_identity({**rec, "maxReplicaCount": 3})
+    assert states.pod_identity(rec) == same and same.startswith("d1-")
+    moved = states.pod_identity({**rec, "hotLoadTrainerJob": "accounts/a/rlorTrainerJobs/j2"})
+    retyped = states.pod_identity({**rec, "hotLoadTransitionType": "SYNC"})
+    assert len({same, moved, retyped, states.pod_identity({"name": rec["name"]})}) == 4

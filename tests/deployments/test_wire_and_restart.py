@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from fireworks.training.sdk.deployment import DeploymentManager
 
 from fwemu.emulator.server_process import ServeProcess
@@ -13,6 +14,8 @@ from tests.deployments.conftest import KEY, Trainer, deploy
 from tests.deployments.test_real_sdk_deployments import PROMPT, sample, status, syncer
 from tests.gateway.helpers import BASE, OTHER_KEY, TINY
 from tests.gateway.test_real_sdk import train
+
+pytestmark = pytest.mark.real_sdk  # CI runs it under both SDK generations (docs/compat.md)
 
 H = {"authorization": f"Bearer {KEY}"}
 MODEL = "accounts/local/deployments/wire-dep"

@@ -17,6 +17,8 @@ from tests.e2e.conftest import ServeProcess
 
 from fireworks.training.sdk import FireworksClient, TrainerJobConfig, TrainerJobManager
 
+pytestmark = pytest.mark.real_sdk  # CI runs it under both SDK generations (docs/compat.md)
+
 BASE = "accounts/fireworks/models/qwen3-8b"
 KEY_A, KEY_B = "fw-e2e-a", "fw-e2e-b"
 

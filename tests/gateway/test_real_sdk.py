@@ -17,11 +17,13 @@ from fireworks.training.sdk import (
     TrainerJobConfig,
     TrainerJobManager,
 )
-from fireworks.training.sdk import types as sdk_types
 
 from fwemu.emulator.app import create_app
 from fwemu.emulator.server_thread import running_server
 from tests.gateway.helpers import BASE, TEXT, settings
+from tests.sdk_generation import DRAINS_TELEMETRY_ON_CLOSE, HAS_UNLOAD_MODEL, sdk_training_client, sdk_types
+
+pytestmark = pytest.mark.real_sdk  # CI runs it under both SDK generations (docs/compat.md)
 
 FW_KEY, TML_KEY = "fw-test-key", "tml-local-test"
 SUFFIX_LEN = 8
@@ -123,7 +125,8 @@ def test_sdk_flows(server, key, lora_rank, monkeypatch):
         assert train(tc2, 1) == train(tc, 1)
         fwd = tc2.forward(batch(), "cross_entropy").result()
         assert len(fwd.loss_fn_outputs) == 1 and fwd.metrics["loss:sum"] > 0
-        assert tc2.unload_model().result().model_id == tc2.model_id
+        if HAS_UNLOAD_MODEL:  # tinker 0.23 (SDK 1.2.9) has no unload_model
+            assert tc2.unload_model().result().model_id == tc2.model_id
     finally:
         t0 = time.monotonic()
         svc.close()
@@ -132,7 +135,8 @@ def test_sdk_flows(server, key, lora_rank, monkeypatch):
         assert time.monotonic() - t0 < 10  # telemetry is accepted, so close() does not stall
 
     paths = [(m, p) for m, p, _ in server.seen if f"/{job_id}/" in p]
-    assert ("POST", f"/training/v1/rlorTrainerJobs/local/{job_id}/api/v1/telemetry") in paths
+    if DRAINS_TELEMETRY_ON_CLOSE:  # SDK 1.2.9 drops queued telemetry on close (tests/sdk_generation.py)
+        assert ("POST", f"/training/v1/rlorTrainerJobs/local/{job_id}/api/v1/telemetry") in paths
     config_calls = [p for m, p in paths if p.endswith("/api/v1/client/config")]
     assert bool(config_calls) == key.startswith("tml-")  # tml- keys fetch the client config
 
@@ -185,8 +189,6 @@ def test_resume_through_sdk_matches_uninterrupted_training(server, lora_rank):
 def test_parallel_chunks_are_applied_as_one_batch(server, monkeypatch):
     """The SDK posts the chunks of one forward_backward concurrently (seq_ids may arrive out of
     order); the trainer must accumulate all of them before the optim_step that follows."""
-    import fireworks.training.sdk._core.lib.public_interfaces.training_client as sdk_training_client
-
     mgr = TrainerJobManager(api_key=FW_KEY, base_url=server.url)
     endpoint = mgr.create_and_wait(TrainerJobConfig(base_model=BASE, lora_rank=0), poll_interval_s=0.1)
     data = batch() * 7
