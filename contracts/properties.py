@@ -96,7 +96,7 @@ def _resume(ctx: PropertyContext):
             elif interrupt == "reconnect":
                 m.reconnect_and_load(job, 1)
             elif interrupt == "restart":
-                m.restart_emulator()
+                m.restart_emulator(True)
                 m.train(job, 1, 1)   # the next use reconnects, resumes and replays
             elif interrupt == "preempt":
                 m.preempt_trainer(job)
@@ -211,7 +211,7 @@ def _listing(ctx: PropertyContext):
             for size in page_sizes:
                 m.check_pagination(job, size)
             if restart and m.has(RESTART):
-                m.restart_emulator()
+                m.restart_emulator(True)
                 m.check_server_state()
                 for size in page_sizes:
                     m.check_pagination(job, size)
@@ -233,7 +233,7 @@ def _retention(ctx: PropertyContext):
             m.delete_job(job)
             m.check_server_state()
             if restart and m.has(RESTART):
-                m.restart_emulator()
+                m.restart_emulator(True)
                 m.check_server_state()
             for i in range(len(job.certain_rows())):
                 m.promote_any_row(i)      # promotable rows still promote; the others are still refused
@@ -267,21 +267,21 @@ def _writer_lies(ctx: PropertyContext):
 
 # ------------------------------------------------------------------------------ F1
 def _faults(ctx: PropertyContext):
-    ops = sorted(ContractMachine._FAULT_OPS)
+    points = ContractMachine.FAULT_POINTS
 
-    @given(op=st.sampled_from(ops), kind=st.sampled_from(FAULT_KINDS), which=st.integers(0, 3),
+    @given(point=st.sampled_from(points), kind=st.sampled_from(FAULT_KINDS),
            server=st.sampled_from([None, "save_weights", "save_weights_for_sampler", "forward_backward",
                                    "optim_step", "list_checkpoints"]), lora=st.booleans())
-    @example(op="save", kind="drop_after", which=1, server="save_weights", lora=False)
-    @example(op="train", kind="drop_after", which=1, server="optim_step", lora=True)
-    @example(op="promote_latest", kind="http503", which=1, server=None, lora=False)
-    def faults_leave_valid_state(op, kind, which, server, lora):
+    @example(point="save:/save_weights$", kind="drop_after", server="save_weights", lora=False)
+    @example(point="train:/optim_step$", kind="drop_after", server="optim_step", lora=True)
+    @example(point="promote_latest::promote$", kind="http503", server=None, lora=False)
+    def faults_leave_valid_state(point, kind, server, lora):
         with machine_of(ctx) as m:
             job = m._new_job(lora)
             m.train(job, 1, 1)
             m.save(job, True, True)
             m.check_server_state()
-            m.wire_fault(job, op, kind, which)
+            m.wire_fault(job, point, kind)
             m.check_server_state()
             if server is not None and m.has(FAULT_API):
                 m.server_fault_after_work(job, server)
