@@ -122,7 +122,8 @@ def _cross_job(ctx: PropertyContext):
             for _ in range(before):
                 m.train(src, 1, 1)
                 m.save_state(src)
-            job = m.init_from_other_job(src, pick)
+            m.init_from_other_job(src, pick)
+            job = m.world.jobs[-1]          # the job it created
             m.check_server_state()
             if after:
                 m.train(job, after, 1)

@@ -69,6 +69,7 @@ class Report:
     invariant_seconds: float = 0.0
     job_steps: int = 0          # executed rules that took a job ...
     on_rows: int = 0            # ... of which the job already held rows
+    nested_counts: dict[str, int] = field(default_factory=dict)   # rules run inside another rule's step
 
     @property
     def machine_run(self) -> ComponentRun | None:
@@ -94,7 +95,9 @@ class Report:
             return "step mix: no state machine steps"
         top = ", ".join(f"{name} {n}" for name, n in sorted(self.rule_counts.items(), key=lambda kv: -kv[1]))
         share = f"{self.on_rows}/{self.job_steps}" if self.job_steps else "0/0"
-        return f"step mix: {top}; {share} steps that took a job found rows on it"
+        inner = ", ".join(f"{name} {n}" for name, n in sorted(self.nested_counts.items(), key=lambda kv: -kv[1]))
+        inner = f"; within those steps: {inner}" if inner else ""
+        return f"step mix: {top}; {share} steps that took a job found rows on it{inner}"
 
     def table(self) -> str:
         rows = [("id", "invariant", "result", "examples")]
@@ -321,6 +324,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
                 report.invariant_seconds = round(sum(STEPS.check_seconds.values()), 6)
                 report.job_steps = sum(STEPS.job_steps.values())
                 report.on_rows = sum(STEPS.on_rows.values())
+                report.nested_counts = dict(STEPS.nested.most_common())
     finally:
         for v in variants.values():
             v.close()

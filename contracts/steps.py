@@ -39,14 +39,18 @@ class StepTally:
     check_seconds: Counter = field(default_factory=Counter)  # invariant name -> seconds inside it
     job_steps: Counter = field(default_factory=Counter)      # rule name -> executions that took a job
     on_rows: Counter = field(default_factory=Counter)        # ... of which the job already held rows
+    nested: Counter = field(default_factory=Counter)         # rule name -> calls made by another rule
+    depth: int = 0                                           # rules running now (1 inside a step)
 
     @property
     def steps(self) -> int:
         return sum(self.rules.values())
 
     def reset(self) -> "StepTally":
-        for c in (self.rules, self.rule_seconds, self.checks, self.check_seconds, self.job_steps, self.on_rows):
+        for c in (self.rules, self.rule_seconds, self.checks, self.check_seconds, self.job_steps, self.on_rows,
+                  self.nested):
             c.clear()
+        self.depth = 0
         return self
 
 
@@ -67,6 +71,13 @@ def _timed(counts: Counter, seconds: Counter, *, is_rule: bool) -> Callable[[Cal
 
         @functools.wraps(fn)
         def wrapper(self, *args, **kwargs):
+            if is_rule and STEPS.depth > 0:   # a rule another rule called: part of that step, not a step
+                STEPS.nested[name] += 1
+                STEPS.depth += 1
+                try:
+                    return fn(self, *args, **kwargs)
+                finally:
+                    STEPS.depth -= 1
             counts[name] += 1
             if is_rule:
                 job = _job_arg(args, kwargs)
@@ -74,6 +85,7 @@ def _timed(counts: Counter, seconds: Counter, *, is_rule: bool) -> Callable[[Cal
                     STEPS.job_steps[name] += 1
                     if job.certain_rows():
                         STEPS.on_rows[name] += 1
+                STEPS.depth += 1
             t0 = time.perf_counter()
             try:
                 return fn(self, *args, **kwargs)
@@ -85,6 +97,8 @@ def _timed(counts: Counter, seconds: Counter, *, is_rule: bool) -> Callable[[Cal
                 raise
             finally:
                 seconds[name] += time.perf_counter() - t0
+                if is_rule:
+                    STEPS.depth -= 1
         wrapper.fwemu_counted = True
         return wrapper
     return decorate
