@@ -138,6 +138,7 @@ class ContractMachine(PromotePathRules, BytesRules, RetentionRules, LoadRules, R
         self._verdicts: dict[tuple[str, str], str | None] = {}   # (path, fingerprint) -> kind
         self._paged: dict[str, tuple] = {}                      # job -> listing last checked for pagination
         self._models_checked = 0
+        self._recipe_turn = 0
 
     # ------------------------------------------------------------------ helpers
     def has(self, cap: str) -> bool:
@@ -396,8 +397,10 @@ class ContractMachine(PromotePathRules, BytesRules, RetentionRules, LoadRules, R
         """What a training loop does most: one step, then a save, on the live jobs in turn (the one
         with the most rows first). Takes no arguments, so Hypothesis, which favours the rules that
         sort first, spends that favour here rather than on a restart."""
-        live = sorted(self.live_jobs(), key=lambda j: (-len(j.rows), j.index))
-        job = live[sum(STEPS.rules.values()) % len(live)] if len(live) > 1 else live[0]
+        # Only this example's own state decides (Hypothesis replays a program and must see the same choices).
+        live = sorted(self.live_jobs(), key=lambda j: (-len(j.certain_rows()), j.index))
+        self._recipe_turn += 1
+        job = live[self._recipe_turn % len(live)]
         self.train(job, 1, 1, "checkpoints" if CHECKPOINTS in self.driver.caps else "save_state")
 
     # ------------------------------------------------------------------ saves
