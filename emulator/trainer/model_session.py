@@ -108,17 +108,22 @@ def _float(params: Mapping, key: str, default: float, lo: float, hi: float | Non
     return value
 
 
+def check_settings(base_model: str, lora_rank: int, lora_alpha: float) -> None:
+    """TrainerUserError for a bad base model name, LoRA rank or alpha (shared with rank_group)."""
+    if not isinstance(base_model, str) or not base_model.strip():
+        raise TrainerUserError("base_model must be a non-empty model name, e.g. accounts/fireworks/models/qwen3-8b")
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
+        raise TrainerUserError(f"lora_rank must be a non-negative int (0 = full-parameter), got {lora_rank!r}")
+    if lora_rank and (isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) or lora_alpha <= 0):
+        raise TrainerUserError(f"lora_alpha must be positive, got {lora_alpha!r}")
+
+
 class TrainerModel:
     """See the module docstring and docs/internals.md ("Gateway -> trainer")."""
 
     def __init__(self, base_model: str, lora_rank: int = 0, lora_alpha: int = 32, seed: int = 0,
                  device: str | None = None, size: ModelSize | None = None) -> None:
-        if not isinstance(base_model, str) or not base_model.strip():
-            raise TrainerUserError("base_model must be a non-empty model name, e.g. accounts/fireworks/models/qwen3-8b")
-        if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
-            raise TrainerUserError(f"lora_rank must be a non-negative int (0 = full-parameter), got {lora_rank!r}")
-        if lora_rank and (isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) or lora_alpha <= 0):
-            raise TrainerUserError(f"lora_alpha must be positive, got {lora_alpha!r}")
+        check_settings(base_model, lora_rank, lora_alpha)
         self.base_model = base_model
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha

@@ -1,8 +1,8 @@
 """``MultiRankTrainer``: the gateway's ``TrainerModel`` facade over N rank processes (docs/multirank.md).
 
 The gateway drives one trainer object per model from one worker thread. With N > 1 ranks that
-object is this facade: it spawns N processes (``multiprocessing`` "spawn": no fork of a
-threaded server), which meet through a ``TCPStore`` the facade itself hosts on a free loopback
+object is this facade: it starts N processes (``multiprocessing`` "forkserver", else
+"spawn": never a fork of the threaded server), which meet through a ``TCPStore`` the facade itself hosts on a free loopback
 port (so there is no port race), join a torch.distributed group (gloo on CPU, NCCL on CUDA)
 and each build a ``ShardedTrainerModel`` (sharded.py). Every call is sent, unchanged, to every
 rank over its own pipe (a per-rank pipe instead of a broadcast from rank 0: the same effect,
@@ -18,6 +18,7 @@ is_lora, model_id, plus ``close()``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import threading
@@ -29,6 +30,7 @@ from typing import Any
 
 from .errors import TrainerUserError
 
+log = logging.getLogger("fwemu.trainer.ranks")
 ENV_RANKS = "FWEMU_TRAINER_RANKS"
 STARTUP_TIMEOUT_S = 300.0
 COLLECTIVE_TIMEOUT_S = 600.0  # a rank stuck in a collective this long fails instead of hanging
@@ -99,6 +101,17 @@ def _rank_main(rank: int, world: int, port: int, conn, kwargs: dict) -> None:
             dist.destroy_process_group()
 
 
+def _context():
+    """"forkserver" where there is one: a clean single-threaded server that imported torch and
+    the trainer once, so a later group starts in a fork, not a fresh interpreter; else "spawn".
+    Never "fork": the gateway's process has threads."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["fwemu.emulator.trainer.sharded"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def _counters(trainer) -> dict:
     return {"step": trainer.step, "grad_epoch": trainer.grad_epoch}
 
@@ -119,6 +132,14 @@ class MultiRankTrainer:
 
         if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 2:
             raise TrainerUserError(f"ranks must be an int >= 2 for a multi-rank trainer, got {ranks!r}")
+        from .model_config import resolve_size
+        from .model_session import check_settings
+
+        check_settings(base_model, lora_rank, lora_alpha)  # before any process starts
+        try:
+            resolve_size(size, base_model)
+        except ValueError as exc:
+            raise TrainerUserError(str(exc)) from None
         self.base_model, self.lora_rank, self.lora_alpha, self.seed = base_model, lora_rank, lora_alpha, seed
         self.ranks = ranks
         self.model_id: str | None = None
@@ -127,7 +148,7 @@ class MultiRankTrainer:
         self._counters = {"step": 0, "grad_epoch": 0}
         self._store = dist.TCPStore("127.0.0.1", 0, world_size=None, is_master=True,
                                     timeout=timedelta(seconds=STARTUP_TIMEOUT_S), wait_for_workers=False)
-        ctx = mp.get_context("spawn")
+        ctx = _context()
         kwargs = dict(base_model=base_model, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed,
                       device=device, size=size, precision=precision)
         self._conns, self._procs = [], []
@@ -147,6 +168,9 @@ class MultiRankTrainer:
     def _collect(self, what: str) -> Any:
         replies = [self._reply(r, what) for r in range(self.ranks)]
         broken = next((r for r in replies if r[0] == "error"), None)
+        for r in replies:
+            if r[0] == "error":
+                log.warning("rank failure in %s:\n%s", what, r[2])
         if broken is not None or any(r[0] == "user" for r in replies[1:]) and replies[0][0] != "user":
             cause = broken[1] if broken else "ranks disagreed on a user error"
             self._break(f"{what}: {cause}")

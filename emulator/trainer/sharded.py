@@ -128,6 +128,9 @@ class ShardedTrainerModel(TrainerModel):
                     result.loss.backward()
                 result.loss = None
                 results.append(result)
+        # FSDP2 keeps the root's parameters gathered after a forward without backward; reshard
+        # so the registered parameters are the optimiser's sharded DTensors again.
+        self.model.reshard()
         gathered: list = [None] * self.world
         dist.all_gather_object(gathered, losses.merge(results))
         merged = losses.merge(gathered)  # rank order is datum order
