@@ -62,9 +62,12 @@ def _rank_main(rank: int, world: int, port: int, conn, kwargs: dict) -> None:
 
     from .sharded import ShardedTrainerModel
 
-    cuda = kwargs.get("device") in (None, "cuda") and torch.cuda.is_available()
+    want = kwargs.get("device")
+    cuda = torch.cuda.is_available() if want is None else str(want).startswith("cuda")
     try:
         if cuda:
+            if not torch.cuda.is_available():
+                raise TrainerUserError(f"device {want!r} requested but CUDA is not available")
             if torch.cuda.device_count() < world:
                 raise TrainerUserError(f"{world} ranks need {world} CUDA devices, found {torch.cuda.device_count()}")
             torch.cuda.set_device(rank)
@@ -136,10 +139,12 @@ class MultiRankTrainer:
         from .model_session import check_settings
 
         check_settings(base_model, lora_rank, lora_alpha)  # before any process starts
-        try:
-            resolve_size(size, base_model)
+        try:  # resolved here: the ranks fork from a server whose environment may be older than ours
+            size = resolve_size(size, base_model)
         except ValueError as exc:
             raise TrainerUserError(str(exc)) from None
+        if device is None:
+            device = os.environ.get("FWEMU_DEVICE") or None
         self.base_model, self.lora_rank, self.lora_alpha, self.seed = base_model, lora_rank, lora_alpha, seed
         self.ranks = ranks
         self.model_id: str | None = None
