@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, child_env, fmt, loadavg, machine_info, now_iso  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-OURS = ["cold_start", "controlplane_latency", "import_throughput", "contract_speed"]
+OURS = ["cold_start", "controlplane_latency", "import_throughput", "contract_speed", "dcp_multirank"]
 OTHERS = ["inspect_cost", "trainer_step"]
 # the smallest configuration of each of our scripts (tests/bench uses it through --tiny)
 TINY = {
@@ -33,6 +33,7 @@ TINY = {
                              "--load-seconds", "0.3", "--clients", "2"],
     "import_throughput": ["--sizes", "1M", "--reps", "1"],
     "contract_speed": ["--runs", "socket,url", "--examples", "1", "--steps", "5", "--machine-only", "--no-warmup"],
+    "dcp_multirank": ["--quick", "--larger", "hidden=64,layers=2,heads=4,kv_heads=2,intermediate=128"],
 }
 TITLES = {"inspect_cost": "Inspector cost vs checkpoint size", "trainer_step": "Trainer step / save / load"}
 

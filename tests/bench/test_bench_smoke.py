@@ -74,6 +74,11 @@ def test_script_tiny_json(name):
             assert run["ok"] and run["machine_examples"] == 1 and run["steps"] == sum(
                 v["count"] for v in run["rules"].values()) > 0
             assert run["steps_per_s"] > 0 and run["examples_per_s"] > 0 and run["wall_s"] > 0
+    elif name == "dcp_multirank":
+        assert sorted((row["ranks"], row["size"]) for row in r["rows"])[::2] == [(1, "default"), (2, "default")]
+        for row in r["rows"]:
+            assert row["save_s"] > 0 and row["load_s"] > 0 and row["safetensors_s"] > 0 and row["state_bytes"] > 0
+            assert sum(f.endswith(".distcp") for f in row["files"]) == row["ranks"]
     else:
         assert r["subprocess"]["floor"]["wall_s"] > 0 and r["subprocess"]["serve_in_memory"]["wall_s"] > 0
         assert set(r["audit"]["heavy"]) >= {"torch", "numpy"}
