@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
          "DCP/safetensors", "save peak MiB/rank", "load peak MiB/rank", "data files"],
         [[r["size"], f"{r['params']:,}", r["ranks"], round(r["state_bytes"] / MiB, 1), round(r["save_s"] * 1000, 1),
           round(r["load_s"] * 1000, 1), round(r["save_mib_s"], 1), round(r["safetensors_mib_s"], 1),
-          round(r["dcp_vs_safetensors"], 2), round(r["save_peak_mib"], 1), round(r["load_peak_mib"], 1),
+          f"{r['dcp_vs_safetensors']:.2f}x", round(r["save_peak_mib"], 1), round(r["load_peak_mib"], 1),
           sum(f.endswith(".distcp") for f in r["files"])] for r in rows],
         "state = weights + Adam exp_avg + exp_avg_sq (float32); safetensors writes the same local tensors per rank"))
     two = [r for r in rows if r["ranks"] == 2]
