@@ -69,6 +69,7 @@ def scenario(tmp_path_factory):
         one.save_sampler(tmp / "hf-one", "base")
         two.save_sampler(tmp / "hf-two", "base")
         out["step"] = two.step
+        two.save_state(tmp / "fresh", fresh_optimizer=True)  # the drop-optimizer-state break switch
         # 1 -> 2: the one-process checkpoint into the 2-rank group, then train on.
         two.load_state(tmp / "one", optimizer=True)
         out["two_from_one"] = run(two, 2)
@@ -95,6 +96,16 @@ def test_save_writes_one_data_file_per_rank_and_inspects_as_training(scenario):
     assert sorted(p.name for p in d.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     v = inspect_checkpoint(d)
     assert v.kind is Kind.TRAINING and v.details["ranks"] == 2, v.reason
+
+
+def test_fresh_optimizer_save_keeps_weights_and_zeroes_adam_state(scenario):
+    tmp = scenario["tmp"]
+    fresh, real = TrainerModel(BASE, size=SMALL), TrainerModel(BASE, size=SMALL)
+    fresh.load_state(tmp / "fresh", optimizer=True)
+    real.load_state(tmp / "two", optimizer=True)
+    assert fresh.state_digest() == real.state_digest() and fresh.step == real.step == 2
+    assert all(float(s["exp_avg"].abs().sum()) == 0 and float(s["step"]) == 0 for s in fresh.optimizer.state.values())
+    assert all(float(s["exp_avg"].abs().sum()) > 0 for s in real.optimizer.state.values())
 
 
 def test_sampler_export_gathers_full_weights_on_rank_zero(scenario):
