@@ -123,7 +123,7 @@ def _rank(rank: int, world: int, port: int, sizes: list[str], reps: int, tmp: st
             row[f"{k}_peak_mib"] = max(x[1] for x in v)
         row["files"] = sorted(p.name for p in (Path(tmp) / f"{world}-{spec or 'default'}-0").iterdir())
         report.append(row)
-        del t
+        t = None  # free this size before the next is built
     if rank == 0:
         Path(out).write_text(json.dumps(report))
     if world > 1:
