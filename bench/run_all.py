@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, child_env, fmt, loadavg, machine_info, now_iso  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-OURS = ["cold_start", "controlplane_latency", "import_throughput", "contract_speed", "deploy_speed"]
+OURS = ["cold_start", "controlplane_latency", "import_throughput", "contract_speed", "deploy_speed", "dcp_multirank"]
 OTHERS = ["inspect_cost", "trainer_step"]
 # the smallest configuration of each of our scripts (tests/bench uses it through --tiny)
 TINY = {
@@ -34,6 +34,7 @@ TINY = {
     "import_throughput": ["--sizes", "1M", "--reps", "1"],
     "contract_speed": ["--runs", "socket,url", "--examples", "1", "--steps", "5", "--machine-only", "--no-warmup"],
     "deploy_speed": ["--sizes", "default", "--reps", "1", "--tokens", "8", "--loads", "1,2", "--chain", "2"],
+    "dcp_multirank": ["--quick", "--larger", "hidden=64,layers=2,heads=4,kv_heads=2,intermediate=128"],
 }
 TITLES = {"inspect_cost": "Inspector cost vs checkpoint size", "trainer_step": "Trainer step / save / load"}
 

@@ -51,6 +51,12 @@ def default_api_keys() -> dict[str, str]:
     return {os.environ.get("FIREWORKS_API_KEY") or DEV_API_KEY: DEV_ACCOUNT}
 
 
+def _ranks_from_env() -> int:
+    from fwemu.emulator.trainer.rank_group import ranks_from_env  # no torch: stdlib only at import
+
+    return ranks_from_env()
+
+
 def _split(name: str) -> frozenset[str]:
     return frozenset(filter(None, (s.strip() for s in os.environ.get(name, "").split(","))))
 
@@ -79,6 +85,10 @@ class Settings:
     seq_gap_timeout_s: float = 30.0          # a missing seq_id fails the requests held behind it
     # fault plan (emulator.faults): JSON text or a JSON file path; default env FWEMU_FAULT_PLAN
     fault_plan: str | None = field(default_factory=lambda: os.environ.get("FWEMU_FAULT_PLAN") or None)
+    # processes per trainer model (docs/multirank.md): 1 = the one-process trainer; N > 1 runs
+    # FSDP2 over N ranks; default env FWEMU_TRAINER_RANKS. trainer_precision bf16: CUDA only.
+    trainer_ranks: int = field(default_factory=lambda: _ranks_from_env())
+    trainer_precision: str = field(default_factory=lambda: os.environ.get("FWEMU_TRAINER_PRECISION") or "fp32")
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:
@@ -87,4 +97,8 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown quirk or break switch: {', '.join(sorted(unknown))}")
         self.quirks = frozenset(self.quirks)
+        if isinstance(self.trainer_ranks, bool) or not isinstance(self.trainer_ranks, int) or self.trainer_ranks < 1:
+            raise ValueError(f"trainer_ranks must be an int >= 1, got {self.trainer_ranks!r}")
+        if self.trainer_precision not in ("fp32", "bf16"):
+            raise ValueError(f"trainer_precision must be fp32 or bf16, got {self.trainer_precision!r}")
         self.breaks = frozenset(self.breaks)

@@ -78,6 +78,9 @@ def _save_state_with_fresh_optimizer(trainer, dest: Path) -> None:
     top-level entries itself; the trainer step in the param group is kept, Adam's moments and
     per-parameter step are zeroed, which is what a freshly constructed TrainerModel holds.
     """
+    if getattr(trainer, "ranks", 1) > 1:  # MultiRankTrainer: its ranks write the same layout
+        trainer.save_state(dest, fresh_optimizer=True)
+        return
     import warnings
 
     import torch

@@ -59,8 +59,14 @@ def create_model(model: ModelState) -> dict:
     from fwemu.emulator.trainer.model_session import TrainerModel
 
     try:
-        trainer = TrainerModel(model.base_model, lora_rank=model.lora_rank,
-                               lora_alpha=model.lora_alpha, seed=model.seed)
+        if model.ranks > 1:  # docs/multirank.md: the same surface over N FSDP2 rank processes
+            from fwemu.emulator.trainer.rank_group import MultiRankTrainer
+
+            trainer = MultiRankTrainer(model.base_model, lora_rank=model.lora_rank, lora_alpha=model.lora_alpha,
+                                       seed=model.seed, ranks=model.ranks, precision=model.precision)
+        else:
+            trainer = TrainerModel(model.base_model, lora_rank=model.lora_rank,
+                                   lora_alpha=model.lora_alpha, seed=model.seed)
     except Exception as exc:
         model.create_error = f"create_model failed: {exc}"
         raise

@@ -236,7 +236,9 @@ def create_model(request: Request, call: Call = Depends(_call), body: dict[str, 
         if idem is not None and (previous := rt.recall(idem)) is not None:
             return previous
         model = rt.new_model(call.jr, base_model=base_model, lora_rank=rank, lora_alpha=alpha, seed=seed or 0,
-                             base_only=bool(body.get("base_only")), forward_only=jobs.forward_only(call.job.body))
+                             base_only=bool(body.get("base_only")), forward_only=jobs.forward_only(call.job.body),
+                             ranks=call.services.settings.trainer_ranks,
+                             precision=call.services.settings.trainer_precision)
         return _enqueue(call, request, model, "create_model", lambda: ops.create_model(model), first=True)
 
 

@@ -49,6 +49,8 @@ class ModelState:
     # (identity, full HF dir) of this model's previous full-parameter sampler save: the next delta's base
     sampler_chain: tuple[str, Any] | None = None
     unloaded: bool = False
+    ranks: int = 1                 # trainer processes (Settings.trainer_ranks when it was created)
+    precision: str = "fp32"
     # forward_backward metrics since the last optim_step, for the per-step metrics log (dashboard):
     # (trainer grad_epoch they belong to, merged metrics, number of calls)
     pending_metrics: tuple[int, dict, int] = (-1, {}, 0)
@@ -107,6 +109,7 @@ class GatewayRuntime:
         for m in list(jr.models.values()):
             m.unloaded = True
             m.worker.close(reason)
+            release_trainer(m)
         jr.models.clear()
         jr.sessions.clear()
         self.futures.drop_job(jr.account, jr.job_id, keep_generation=None)
@@ -139,6 +142,7 @@ class GatewayRuntime:
         if state is not None:
             state.unloaded = True
             state.worker.close("the model was unloaded")
+            release_trainer(state)
 
     # ------------------------------------------------------------------ idempotency
     def recall(self, key: tuple) -> dict | None:
@@ -173,6 +177,14 @@ class GatewayRuntime:
             self._drop(jr, "the emulator is shutting down")
         for w in workers:
             w.join(timeout=5)
+
+
+def release_trainer(model: ModelState) -> None:
+    """Stop a multi-rank trainer's processes (one-process trainers have no close): on a thread,
+    since its close waits for a call in flight, which may be this very thread's caller."""
+    close = getattr(model.trainer, "close", None)
+    if close is not None:
+        threading.Thread(target=close, name=f"fwemu-close-{model.model_id}", daemon=True).start()
 
 
 def runtime_of(services: Services) -> GatewayRuntime:

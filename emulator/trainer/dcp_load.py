@@ -65,13 +65,16 @@ def read_layout(src: Path) -> dcp_layout.Layout:
         raise LoadFailed(f"unreadable {DCP_METADATA} ({type(exc).__name__}: {exc})") from None
 
 
-def read_entries(src: Path, wanted: dict[str, Any]) -> dict[str, Any]:
-    """Fill `wanted` (flat key -> preallocated tensor, or None for a non-tensor) from `src`."""
+def read_entries(src: Path, wanted: dict[str, Any], no_dist: bool = True) -> dict[str, Any]:
+    """Fill `wanted` (flat key -> preallocated tensor, or None for a non-tensor) from `src`.
+
+    With `no_dist=False` every rank of the default process group calls this together and its
+    DTensors receive their own shards, whatever sharding the checkpoint was saved with."""
     planner = SafeBytesPlanner()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dcp.load(wanted, storage_reader=FileSystemReader(src), planner=planner, no_dist=True)
+            dcp.load(wanted, storage_reader=FileSystemReader(src), planner=planner, no_dist=no_dist)
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
         if planner.refused:
             raise LoadFailed(f"entry {planner.refused} is a pickle of more than plain values (numbers, "

@@ -108,17 +108,22 @@ def _float(params: Mapping, key: str, default: float, lo: float, hi: float | Non
     return value
 
 
+def check_settings(base_model: str, lora_rank: int, lora_alpha: float) -> None:
+    """TrainerUserError for a bad base model name, LoRA rank or alpha (shared with rank_group)."""
+    if not isinstance(base_model, str) or not base_model.strip():
+        raise TrainerUserError("base_model must be a non-empty model name, e.g. accounts/fireworks/models/qwen3-8b")
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
+        raise TrainerUserError(f"lora_rank must be a non-negative int (0 = full-parameter), got {lora_rank!r}")
+    if lora_rank and (isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) or lora_alpha <= 0):
+        raise TrainerUserError(f"lora_alpha must be positive, got {lora_alpha!r}")
+
+
 class TrainerModel:
     """See the module docstring and docs/internals.md ("Gateway -> trainer")."""
 
     def __init__(self, base_model: str, lora_rank: int = 0, lora_alpha: int = 32, seed: int = 0,
                  device: str | None = None, size: ModelSize | None = None) -> None:
-        if not isinstance(base_model, str) or not base_model.strip():
-            raise TrainerUserError("base_model must be a non-empty model name, e.g. accounts/fireworks/models/qwen3-8b")
-        if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 0:
-            raise TrainerUserError(f"lora_rank must be a non-negative int (0 = full-parameter), got {lora_rank!r}")
-        if lora_rank and (isinstance(lora_alpha, bool) or not isinstance(lora_alpha, (int, float)) or lora_alpha <= 0):
-            raise TrainerUserError(f"lora_alpha must be positive, got {lora_alpha!r}")
+        check_settings(base_model, lora_rank, lora_alpha)
         self.base_model = base_model
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
@@ -136,11 +141,30 @@ class TrainerModel:
         self.model = TinyLlamaForCausalLM.create(self.size, derive_seed("fwemu/base", base_model), self.device)
         if lora_rank:
             apply_lora(self.model, lora_rank, float(lora_alpha), derive_seed("fwemu/lora", base_model, seed))
+        self._shard()
         self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
             [p for _, p in self._trainable], lr=0.0, betas=(0.9, 0.95), eps=1e-12,
             weight_decay=0.0, decoupled_weight_decay=True)
         self._reset_optimizer()
+
+    # ------------------------------------------------------------------ hooks (sharded.py overrides them)
+
+    no_dist = True  # DCP without a process group: this process holds every tensor
+
+    def _shard(self) -> None:
+        """Called once the model is built, before the optimiser: one process keeps it whole."""
+
+    def _total_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+
+    def _entry_like(self, t: torch.Tensor) -> torch.Tensor:
+        """A destination tensor for a DCP read of ``t``'s value."""
+        return torch.empty_like(t, device="cpu")
+
+    def _export_module(self) -> torch.nn.Module | None:
+        """The module whose full weights a sampler export writes (None: this process writes nothing)."""
+        return self.model
 
     # ------------------------------------------------------------------ properties
 
@@ -272,7 +296,7 @@ class TrainerModel:
             if divisor > 0:
                 for p in params:
                     p.grad.div_(divisor)
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=2.0)
+            grad_norm = self._total_norm([p.grad for p in params])
             if not torch.isfinite(grad_norm):
                 self._clear_grads()
                 raise TrainerUserError("gradient norm is not finite; the step was skipped and the gradients "
@@ -300,7 +324,8 @@ class TrainerModel:
 
         Flattened keys: ``model.<hf name>``, ``optim.state.<hf name>.exp_avg|exp_avg_sq|step``,
         ``optim.param_groups.0.<lr|betas|...|trainer_step|params>``; files ``.metadata`` and
-        ``__0_0.distcp``. Single process, no process group (``no_dist``).
+        ``__0_0.distcp``. Single process, no process group (``no_dist``); a sharded trainer
+        (sharded.py) writes one ``__<rank>_0.distcp`` per rank through its process group.
         """
         dest = Path(dest)
         with self._lock:
@@ -309,7 +334,7 @@ class TrainerModel:
                      "optim": get_optimizer_state_dict(self.model, self.optimizer)}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                dcp.save(state, storage_writer=FileSystemWriter(dest), no_dist=True)
+                dcp.save(state, storage_writer=FileSystemWriter(dest), no_dist=self.no_dist)
 
     def load_state(self, src: Path, optimizer: bool) -> None:
         """Restore a resumable DCP checkpoint (weights; Adam state and step if ``optimizer``).
@@ -340,14 +365,14 @@ class TrainerModel:
                                        else f"checkpoint {src.name!r}: {exc}") from None
 
             # Read into copies; the live model and optimiser change only once everything has been read.
-            entries: dict[str, Any] = {key: torch.empty_like(mine[n], device="cpu") for n, key in plan.weights.items()}
+            entries: dict[str, Any] = {key: self._entry_like(mine[n]) for n, key in plan.weights.items()}
             for n, keys in plan.state.items():
-                entries[keys["exp_avg"]] = torch.empty_like(mine[n], device="cpu")
-                entries[keys["exp_avg_sq"]] = torch.empty_like(mine[n], device="cpu")
+                entries[keys["exp_avg"]] = self._entry_like(mine[n])
+                entries[keys["exp_avg_sq"]] = self._entry_like(mine[n])
                 entries[keys["step"]] = torch.zeros((), dtype=torch.float32)
             entries.update({key: None for key in plan.group.values()})
             try:
-                dcp_load.read_entries(src, entries)
+                dcp_load.read_entries(src, entries, no_dist=self.no_dist)
             except dcp_load.LoadFailed as exc:
                 raise TrainerUserError(f"checkpoint {src.name!r} could not be read: {exc}") from None
             group = {f: entries[key] for f, key in plan.group.items()}
@@ -410,18 +435,12 @@ class TrainerModel:
             raise TrainerUserError(f"checkpoint_type {checkpoint_type!r} is not one of {', '.join(CHECKPOINT_TYPES)}")
         dest = Path(dest)
         with self._lock:
-            if self.is_lora:
-                if ct == "merged_base":
-                    self._write_hf(dest, merged_state_dict(self.model))
-                else:
-                    self._write_peft(dest)
-                return
-            if ct == "merged_base":
+            if ct == "merged_base" and not self.is_lora:
                 raise TrainerUserError("checkpoint_type='merged_base' folds a LoRA adapter into the base weights, "
                                        "but this is a full-parameter run; save with checkpoint_type='base' "
                                        "(full weights) or 'delta'")
-            if ct == "base":
-                self._write_hf(dest, self.model.state_dict())
+            if self.is_lora or ct == "base":
+                self._write_simple(dest, ct)
                 return
             if base_dir is None:
                 raise TrainerUserError("no base sampler checkpoint in this job to delta against; "
@@ -432,9 +451,12 @@ class TrainerModel:
                                        "directory; save with checkpoint_type='base' first")
             from . import arc_v2  # numpy-only module owned by the ARC_V2 format
 
+            source = self._export_module()  # collective in a sharded trainer: after every check above
+            if source is None:
+                return
             tmp = Path(target_out) if target_out is not None else Path(tempfile.mkdtemp(prefix="fwemu-delta-target-"))
             try:
-                self._write_hf(tmp, self.model.state_dict())
+                self._write_hf(tmp, source.state_dict())
                 try:
                     arc_v2.make_delta(base_dir, tmp, dest, base_identity or base_dir.name)
                 except ValueError as exc:  # the base does not fit this model (size, tensors, kind)
@@ -443,17 +465,29 @@ class TrainerModel:
                 if target_out is None:
                     shutil.rmtree(tmp, ignore_errors=True)
 
+    def _write_simple(self, dest: Path, ct: str) -> None:
+        """LoRA adapter / merged export, or full weights (``base``), from ``_export_module``."""
+        source = self._export_module()
+        if source is None:
+            return
+        if not self.is_lora:
+            self._write_hf(dest, source.state_dict())
+        elif ct == "merged_base":
+            self._write_hf(dest, merged_state_dict(source))
+        else:
+            self._write_peft(dest, {n: p.detach() for n, p in source.named_parameters() if p.requires_grad})
+
     def _write_hf(self, dest: Path, sd: Mapping[str, torch.Tensor]) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         (dest / "config.json").write_text(json.dumps(hf_config(self.base_model, self.size), indent=2) + "\n")
         (dest / "generation_config.json").write_text(json.dumps(generation_config(), indent=2) + "\n")
         save_file({n: _cpu(t) for n, t in sd.items()}, str(dest / "model.safetensors"), metadata={"format": "pt"})
 
-    def _write_peft(self, dest: Path) -> None:
+    def _write_peft(self, dest: Path, adapters: Mapping[str, torch.Tensor]) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         cfg = peft_adapter_config(self.base_model, self.lora_rank, self.lora_alpha)
         (dest / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        tensors = {PEFT_PREFIX + n: _cpu(t) for n, t in self.trainable_state_dict().items()}
+        tensors = {PEFT_PREFIX + n: _cpu(t) for n, t in adapters.items()}
         save_file(tensors, str(dest / "adapter_model.safetensors"), metadata={"format": "pt"})
 
     # ------------------------------------------------------------------ identity
@@ -462,7 +496,10 @@ class TrainerModel:
         """sha256 over (name, dtype, shape, raw bytes) of the trainable tensors in sorted name order."""
         h = hashlib.sha256()
         with self._lock:
-            for n, t in sorted(self.trainable_state_dict().items()):
+            source = self._export_module()
+            if source is None:  # a sharded trainer's other ranks: rank 0 answers
+                return ""
+            for n, t in sorted((n, p.detach()) for n, p in source.named_parameters() if p.requires_grad):
                 c = _cpu(t)
                 h.update(f"{n}|{c.dtype}|{list(c.shape)}\n".encode())
                 h.update(c.numpy().tobytes())

@@ -80,6 +80,11 @@ def test_script_tiny_json(name):
         hl = r["hot_load"]["default"]
         assert hl["delta_ms"] > 0 and hl["numpy_ms"] > 0 and hl["weights_mib"] > 0
         assert set(r["memory"]["rss_mib"]) == {"0", "1", "2"}
+    elif name == "dcp_multirank":
+        assert sorted((row["ranks"], row["size"]) for row in r["rows"])[::2] == [(1, "default"), (2, "default")]
+        for row in r["rows"]:
+            assert row["save_s"] > 0 and row["load_s"] > 0 and row["safetensors_s"] > 0 and row["state_bytes"] > 0
+            assert sum(f.endswith(".distcp") for f in row["files"]) == row["ranks"]
     else:
         assert r["subprocess"]["floor"]["wall_s"] > 0 and r["subprocess"]["serve_in_memory"]["wall_s"] > 0
         assert set(r["audit"]["heavy"]) >= {"torch", "numpy"}
