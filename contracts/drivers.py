@@ -100,15 +100,11 @@ class Observer:
                 return 200, pages
         return 200, pages
 
-    def promote(self, job_id: str, checkpoint: str, model_id: str, base_model: str, *,
-                extra: dict | None = None, full_model_name: bool = True) -> tuple[int, Any]:
-        """The promote call exactly as the SDK sends it (`extra` None); returns (status, model-or-error body).
-
-        `extra` replaces `{"async_promotion": True}` (e.g. `{"async_promotion": False}` or `{}` for the
-        synchronous ways), `full_model_name=False` names the output model by its bare id (K7)."""
-        body = {"output_model": f"accounts/{self.account}/models/{model_id}" if full_model_name else model_id,
+    def promote(self, job_id: str, checkpoint: str, model_id: str, base_model: str) -> tuple[int, Any]:
+        """The promote call exactly as the SDK sends it; returns (status, model-or-error body)."""
+        body = {"output_model": f"accounts/{self.account}/models/{model_id}",
                 "trainer_job_id": f"accounts/{self.account}/rlorTrainerJobs/{job_id}",
-                "base_model": base_model, **({"async_promotion": True} if extra is None else extra)}
+                "base_model": base_model, "async_promotion": True}
         r = self.http.request("POST", f"/v1/accounts/{self.account}/checkpoints/{checkpoint}:promote",
                               json=body, check=False)
         try:
@@ -122,8 +118,6 @@ class Observer:
                     if op.get("done"):
                         break
                     op = self.http.get_json(f"/v1/{op['name']}")
-                if op.get("error") and not op.get("response"):
-                    return r.status_code, {"error": op["error"], "operation": op}
                 out = {"model": {k: v for k, v in (op.get("response") or {}).items() if k != "@type"},
                        "operation": op}
         return r.status_code, out
@@ -228,8 +222,8 @@ class OurDriver:
         return TrainingCheckpoints(handle.model if handle is not None else None, self.cp, job_id, log_path, lora_rank,
                                    **waits)
 
-    def promote(self, full_name: str, model_id: str, base_model: str | None = None) -> dict:
-        return dict(self.cp.promote_checkpoint(full_name, model_id, base_model or self.target.base_model).raw)
+    def promote(self, full_name: str, model_id: str) -> dict:
+        return dict(self.cp.promote_checkpoint(full_name, model_id, self.target.base_model).raw)
 
     def delete_job(self, job_id: str) -> None:
         self.cp.delete_job(job_id)
@@ -329,9 +323,9 @@ class SdkDriver:
             raise
         return SdkHandle(service, tc)
 
-    def promote(self, full_name: str, model_id: str, base_model: str | None = None) -> dict:
+    def promote(self, full_name: str, model_id: str) -> dict:
         return dict(self.mgr.promote_checkpoint(name=full_name, output_model_id=model_id,
-                                                base_model=base_model or self.target.base_model))
+                                                base_model=self.target.base_model))
 
     def delete_job(self, job_id: str) -> None:
         self.mgr.delete(job_id)

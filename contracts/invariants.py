@@ -96,14 +96,6 @@ K5 = _inv("K5", "promoted-model", "server", """a promoted model is READY, HF_BAS
     HF_PEFT_ADDON (LoRA, with peftDetails.baseModel and r), and its files equal the checkpoint's""")
 K6 = _inv("K6", "model-ids", "server", """an invalid or existing output model id is refused before
     anything is written; two concurrent promotes to one id: exactly one wins""")
-K7 = _inv("K7", "promote-preconditions-every-path", "server", """every precondition of a promotion (a valid
-    and free output model id, the job, the checkpoint, a base model equal to the job's, a promotable
-    row) is enforced on every way a promotion can be asked for: synchronously, as a long-running
-    operation (async_promotion), with the output model as an id or a full name, through the client;
-    a refused promotion creates no model""")
-K8 = _inv("K8", "rejudged-after-change", "server", """a row whose stored bytes change after it was
-    listed follows the new bytes: another kind is listed (and promoted or refused) as that kind;
-    bytes the inspector rejects are no longer listed, promoted or loaded""")
 L1 = _inv("L1", "oldest-first", "server", """rows come oldest createTime first; pagination returns
     every row exactly once""")
 L2 = _inv("L2", "durable", "server", """a row, once listed, stays listed across restarts (until
@@ -113,9 +105,6 @@ L3 = _inv("L3", "deleted-jobs", "server", """a deleted job's checkpoints stay li
 L4 = _inv("L4", "replace", "server", """a save under a name the job already has replaces that row: it
     is listed once, with a later createTime, its kind judged from the new bytes; a model promoted
     from the old bytes keeps its files""")
-L5 = _inv("L5", "retention-timeline", "server", """at every instant inside the retention window (the
-    clock moved to points within it) a deleted job lists the same rows, each promotable or refused as
-    before; only after the window do they answer NOT_FOUND""")
 R1 = _inv("R1", "newest-resumable", "client", """automatic resume loads the newest resumable row
     by parsed time, restores weights and optimizer state, the step, and data_consumed""")
 R2 = _inv("R2", "equivalence", "client", """training N steps straight gives the same weights as
@@ -130,9 +119,6 @@ R6 = _inv("R6", "dataloader.json", "client", """keyed by the listed name (rename
     capped at 20 entries, a corrupt file starts fresh with a warning""")
 R7 = _inv("R7", "no-promotable", "client", """promote_latest with no promotable row fails with a
     clear message and promotes nothing""")
-R8 = _inv("R8", "load-exact", "client", """a load restores exactly the row it names: of two resumable
-    rows of one step holding different weights (a save retried under a free name), loading either
-    by name, or resuming onto it, gives that row's weights""")
 F1 = _inv("F1", "faults", "faults", """a fault in any single call leaves the server state valid, and
     the client retries to success or fails with a clear error""")
 F2 = _inv("F2", "catches-broken-target", "faults", """against an emulator with one rule broken on
@@ -257,24 +243,6 @@ def check_k4(job_id: str, rows: Sequence[ListedRow], expected_sampler: Mapping[s
                                      f"expected {kind}")
 
 
-def check_k8(job_id: str, rows: Sequence[ListedRow], changed: Mapping[str, str | None]) -> None:
-    """`changed`: rows whose bytes changed after they were listed -> the kind of the new bytes, or None
-    when the inspector rejects them (then the row must not be listed at all)."""
-    listed = {r.name: r for r in rows}
-    for name, kind in changed.items():
-        row = listed.get(name)
-        if kind is None:
-            K8.require(row is None, f"job {job_id}: row {name} is still listed as {row.kind if row else ''} "
-                                    "though its bytes changed after listing into ones the inspector rejects")
-            continue
-        if row is None:
-            continue   # absence is L2's business
-        K8.require(row.kind == kind, f"job {job_id}: row {name} is listed as {row.kind}, the kind it had before its "
-                                     f"bytes changed; its bytes are now {kind}")
-        K8.require(row.promotable is (kind in PROMOTABLE), f"job {job_id}: row {name} now holds {kind} bytes but is "
-                                                           f"listed promotable={row.promotable}")
-
-
 def check_l1_order(job_id: str, rows: Sequence[ListedRow]) -> None:
     for row in rows:
         L1.require(row.parsed_time is not None,
@@ -332,15 +300,6 @@ def check_l3_listing(job_id: str, status: int, within_retention: bool) -> None:
     else:
         L3.require(status == 404, f"deleted job {job_id}: listing answered HTTP {status} after the retention "
                                   "window; expected 404 NOT_FOUND")
-
-
-def check_l5(job_id: str, status: int, rows: Sequence[ListedRow], must_list: Iterable[str], when: str) -> None:
-    """Inside the retention window (`when` says where in it): the deleted job lists, with every row it had."""
-    L5.require(status == 200, f"deleted job {job_id}: listing answered HTTP {status} {when}; its rows must stay "
-                              "listable for the whole window")
-    listed = {r.name for r in rows}
-    gone = [n for n in must_list if n not in listed]
-    L5.require(not gone, f"deleted job {job_id}: rows {gone} vanished {when}, inside the retention window")
 
 
 def check_error_envelope(inv: Invariant, what: str, status: int, body: object) -> None:

@@ -73,7 +73,6 @@ class RowModel:
     rank: int | None = None         # LoRA rank of the writer of the bytes (0: full weights)
     base_name: str | None = None    # sampler saves: the name passed to the save (the path adds a suffix)
     replaces: str | None = None     # L4: createTime the replaced row of this name was listed with ("" unknown)
-    rewritten: bool = False         # K8: its bytes were changed out of band after it was listed
 
     @property
     def promotable(self) -> bool:
@@ -102,16 +101,11 @@ class JobModel:
     lost: tuple = ()                # steps trained before the last crash that resume rolled back
     init_ref: str | None = None     # "job:name" this job was initialised from
     dataloader: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (step, dc), oldest first
-    rejected: dict[str, RowModel] = field(default_factory=dict)  # K8: rows whose bytes went bad out of band
-    deleted_at: float | None = None  # L5: the model clock (seconds) when the job was deleted
     ck: Any = None                  # the TrainingCheckpoints bound to the live client
     current: set[str] = field(default_factory=set)  # rows TrainingCheckpoints knows hold the trainer's weights
     current_valid: bool = False     # false once any trainer call outside TrainingCheckpoints moved the sequence
 
-    def __repr__(self) -> str:  # what Hypothesis prints for a job in a failing program: replayable
-        return f"state.job({self.index})"
-
-    def describe(self) -> str:
+    def __repr__(self) -> str:  # what Hypothesis prints for a job in a failing program
         kind = f"LoRA r={self.lora_rank}" if self.lora_rank else "full"
         return f"<job {self.index}: {self.job_id} ({kind})>"
 
@@ -198,7 +192,6 @@ class World:
     references: dict[Lineage, tuple] = field(default_factory=dict)  # lineage -> probe logprobs
     seq: int = 0
     counter: int = 0
-    clock_s: float = 0.0            # L5: seconds the harness moved the target's clock forward
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -213,7 +206,6 @@ class World:
         if row.rank is None:
             row.rank = job.lora_rank
         job.rows[row.name] = row
-        job.rejected.pop(row.name, None)     # saved again under that name: a valid row once more
         return row
 
     def newest_promotable(self, job: JobModel) -> RowModel | None:

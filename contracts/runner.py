@@ -67,9 +67,6 @@ class Report:
     rule_seconds: dict[str, float] = field(default_factory=dict)     # seconds inside each rule
     invariant_checks: int = 0
     invariant_seconds: float = 0.0
-    job_steps: int = 0          # executed rules that took a job ...
-    on_rows: int = 0            # ... of which the job already held rows
-    nested_counts: dict[str, int] = field(default_factory=dict)   # rules run inside another rule's step
 
     @property
     def machine_run(self) -> ComponentRun | None:
@@ -88,17 +85,6 @@ class Report:
     def ok(self) -> bool:
         return not self.failed_ids and not self.errors
 
-    def step_mix(self) -> str:
-        """One line: what the state machine's steps were, most frequent first, and how many of those
-        that took a job found rows on it (a step on an empty job exercises little)."""
-        if not self.steps:
-            return "step mix: no state machine steps"
-        top = ", ".join(f"{name} {n}" for name, n in sorted(self.rule_counts.items(), key=lambda kv: -kv[1]))
-        share = f"{self.on_rows}/{self.job_steps}" if self.job_steps else "0/0"
-        inner = ", ".join(f"{name} {n}" for name, n in sorted(self.nested_counts.items(), key=lambda kv: -kv[1]))
-        inner = f"; within those steps: {inner}" if inner else ""
-        return f"step mix: {top}; {share} steps that took a job found rows on it{inner}"
-
     def table(self) -> str:
         rows = [("id", "invariant", "result", "examples")]
         for r in self.results.values():
@@ -114,7 +100,6 @@ class Report:
         if m is not None and self.steps:
             lines.append(f"state machine: {self.steps} steps in {m.examples} examples, {m.seconds:.1f}s "
                          f"({self.steps_per_second:.1f} steps/s)")
-            lines.append(self.step_mix())
         for r in self.results.values():
             if r.status == "FAIL":
                 lines.append(f"\n{r.id} failed ({r.found_by}): {r.message}")
@@ -322,9 +307,6 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
                 report.rule_seconds = {k: round(v, 6) for k, v in STEPS.rule_seconds.most_common()}
                 report.invariant_checks = sum(STEPS.checks.values())
                 report.invariant_seconds = round(sum(STEPS.check_seconds.values()), 6)
-                report.job_steps = sum(STEPS.job_steps.values())
-                report.on_rows = sum(STEPS.on_rows.values())
-                report.nested_counts = dict(STEPS.nested.most_common())
     finally:
         for v in variants.values():
             v.close()

@@ -17,7 +17,7 @@ DEV_ACCOUNT = "local"
 BREAK_SWITCHES = {
     "arc-v2-promotable": "ARC_V2 rows are listed as promotable (breaks K2)",
     "newest-first": "checkpoint rows are listed newest first (breaks L1)",
-    "trust-writer-label": "a row's type is taken from the writer's label, not the bytes (breaks K1/K8)",
+    "trust-writer-label": "a row's type is taken from the writer's label, not the bytes (breaks K1)",
     "promote-any": "promotion of a non-promotable row is accepted (breaks K3)",
     "drop-optimizer-state": "DCP saves silently drop the optimizer state (breaks R1/R2)",
     "lora-delta-merged": "LoRA delta sampler saves are written as merged full weights (breaks K4)",

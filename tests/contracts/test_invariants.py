@@ -219,28 +219,3 @@ def test_fault_transport_breaks_exactly_one_matching_call(kind):
     # the server saw the call only when the fault let it through
     assert seen.count("/save") == (1 if kind in ("drop_after", "delay") else 0)
     assert client.get("/save").status_code == 200   # one fault, then disarmed
-
-
-def test_k8_a_changed_row_follows_its_new_bytes_and_a_rejected_one_leaves_the_listing():
-    rows = [row("a", "INFERENCE_BASE"), row("b", "TRAINING")]
-    inv.check_k8("j", rows, {"a": "INFERENCE_BASE", "gone": None})      # holds
-    stale = violation(inv.check_k8, "j", rows, {"b": "INFERENCE_ARC_V2"})
-    assert stale.id == "K8" and "b" in stale.message and "INFERENCE_ARC_V2" in stale.message
-    still = violation(inv.check_k8, "j", rows, {"a": None})
-    assert still.id == "K8" and "rejects" in still.message
-    flag = violation(inv.check_k8, "j", [row("a", "INFERENCE_ARC_V2", promotable=True)], {"a": "INFERENCE_ARC_V2"})
-    assert flag.id == "K8" and "promotable" in flag.message
-
-
-def test_l5_inside_the_window_every_row_is_still_listed():
-    rows = [row("a", "TRAINING"), row("b", "INFERENCE_BASE")]
-    inv.check_l5("j", 200, rows, ["a", "b"], "3.00 days after the delete")
-    gone = violation(inv.check_l5, "j", 200, rows[:1], ["a", "b"], "15.00 days after the delete")
-    assert gone.id == "L5" and "b" in gone.message and "15.00 days" in gone.message
-    assert violation(inv.check_l5, "j", 404, [], ["a"], "1.00 days after").id == "L5"
-
-
-def test_the_new_invariants_are_registered_with_their_family():
-    for inv_id, side in (("K7", "server"), ("K8", "server"), ("L5", "server"), ("R8", "client")):
-        assert inv.REGISTRY[inv_id].side == side and inv.REGISTRY[inv_id].statement
-    assert expected_ids("trust-writer-label") == {"K1", "K8"}
