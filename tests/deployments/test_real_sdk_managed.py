@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 from fireworks.training.sdk import FiretitanServiceClient
-from fireworks.training.sdk import types as T
+from tests.sdk_generation import sdk_types as T
 from fireworks.training.sdk.client import FiretitanSamplingClient
 from fireworks.training.sdk.sampling import DeploymentSampler
 
@@ -23,6 +23,8 @@ from tests.deployments.conftest import KEY
 from tests.deployments.test_real_sdk_deployments import PROMPT, trainer_logprobs
 from tests.gateway.helpers import BASE
 from tests.gateway.test_real_sdk import train
+
+pytestmark = pytest.mark.real_sdk   # CI also runs it under the cookbook's fireworks-ai 1.2.9 (docs/compat.md)
 
 SHAPE = "accounts/fireworks/deploymentShapes/ds-tiny"
 
