@@ -24,6 +24,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from fwemu.emulator.store.atomic import fsync_dir
+
 MAX_READ_BYTES = 64 << 20       # a chart reads at most the newest 64 MiB of a log (~300k steps)
 CACHED_LOGS = 8                 # logs whose parsed records are kept for the next read
 _APPEND_LOCK = threading.Lock()  # models of one job log from different worker threads
@@ -135,7 +137,7 @@ class StepLog:
             finally:
                 os.close(fd)
             if created and self.fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
 
     def read(self, account: str, job_id: str, create_us: int) -> list[dict]:
         """The job's records, oldest first (at most the newest MAX_READ_BYTES of the log).
@@ -207,14 +209,6 @@ class StepLog:
         shutil.rmtree(self.root, ignore_errors=True)
         with self._cache_lock:
             self._cache.clear()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def series_of(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:

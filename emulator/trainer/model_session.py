@@ -507,8 +507,13 @@ class TrainerModel:
 
     def info(self) -> dict:
         """The ``get_info`` payload (``model_id`` only once the gateway has set it)."""
-        out: dict[str, Any] = {"model_data": {"arch": "llama", "model_name": self.base_model}}
-        if self.model_id is not None:
-            out["model_id"] = self.model_id
-        out.update(is_lora=self.is_lora, lora_rank=self.lora_rank, model_name=self.base_model)
-        return out
+        return info_payload(self)
+
+
+def info_payload(m) -> dict:
+    """``get_info`` of a trainer (one process or a rank group): base model, id, LoRA settings."""
+    out: dict[str, Any] = {"model_data": {"arch": "llama", "model_name": m.base_model}}
+    if m.model_id is not None:
+        out["model_id"] = m.model_id
+    out.update(is_lora=m.is_lora, lora_rank=m.lora_rank, model_name=m.base_model)
+    return out

@@ -262,11 +262,9 @@ class MultiRankTrainer:
         return self._call("state_digest")
 
     def info(self) -> dict:
-        out: dict[str, Any] = {"model_data": {"arch": "llama", "model_name": self.base_model}}
-        if self.model_id is not None:
-            out["model_id"] = self.model_id
-        out.update(is_lora=self.is_lora, lora_rank=self.lora_rank, model_name=self.base_model)
-        return out
+        from .model_session import info_payload
+
+        return info_payload(self)
 
 
 def _shutdown(conns: list, procs: list) -> None:
