@@ -77,24 +77,31 @@ def job(services: Services, account: str, job_id: str, page_size: int, page_toke
             size=explainer.dir_size(store.checkpoint_dir(account, job_id, r.name))))
     rejected = [RejectedView(r.name, r.reason or "", r.claimed_kind, rfc3339(r.create_us))
                 for r in store.rejected_checkpoints(account, job_id)]
-    records = store.step_log.read(account, job_id, j.create_us)
-    view = _job_view(services, j, records[-1] if records else None, steps=len(records))
-    live = is_training(view.state, services.clock.peek_us(), _activity(j, records[-1] if records else None))
-    return view, row_views, token, rejected, charts(records, (id(store), account, job_id, j.create_us)), live
+    steps = store.step_log.summary(account, job_id, j.create_us)
+    view = _job_view(services, j, steps.last, steps=steps.count)
+    live = is_training(view.state, services.clock.peek_us(), _activity(j, steps.last))
+    log_key = (store.step_log.token, account, job_id, j.create_us)
+    return view, row_views, token, rejected, charts_of(steps, log_key), live
 
 
 def charts(records: list[dict], log_key: tuple | None = None) -> list[str]:
+    """The loss and gradient-norm charts of a list of records (see charts_of)."""
+    return charts_of(metrics_log.StepSummary(len(records), records[-1] if records else None,
+                                             metrics_log.chart_columns(records)), log_key)
+
+
+def charts_of(steps: metrics_log.StepSummary, log_key: tuple | None = None) -> list[str]:
     """The loss and gradient-norm charts: one series per model, one point per optimizer step.
 
     With `log_key` (the log's identity), the SVG is reused while the log has no new record: a page
     that refreshes while nothing trains costs no chart work."""
-    last = records[-1] if records else {}
-    key = None if log_key is None else (*log_key, len(records), last.get("t"), last.get("model"), last.get("step"))
+    last = steps.last or {}
+    key = None if log_key is None else (*log_key, steps.count, last.get("t"), last.get("model"), last.get("step"))
     with _charts_lock:
         if key is not None and key in _charts_cache:
             return _charts_cache[key]
     loss, norm = [], []
-    for label, (losses, norms) in metrics_log.chart_columns(records).items():
+    for label, (losses, norms) in steps.columns.items():
         loss.append(Series(label, list(enumerate(losses, 1))))
         norm.append(Series(label, list(enumerate(norms, 1))))
     out = [line_chart(loss, title="loss per token (forward_backward, summed over each step)",

@@ -19,16 +19,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import itertools
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from fwemu.emulator.store import step_columns
 from fwemu.emulator.store.atomic import fsync_dir
 
 MAX_READ_BYTES = 64 << 20       # a chart reads at most the newest 64 MiB of a log (~300k steps)
 CACHED_LOGS = 8                 # logs whose parsed records are kept for the next read
 _APPEND_LOCK = threading.Lock()  # models of one job log from different worker threads
+_INSTANCES = itertools.count()
 
 
 # ------------------------------------------------------------------------------ pure
@@ -108,12 +112,23 @@ def parse_lines(data: bytes) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ disk
+@dataclass(frozen=True)
+class StepSummary:
+    """What the job page shows of a log: the record count, the newest record, the charted columns."""
+    count: int
+    last: dict | None
+    columns: dict[str, tuple[list, list]]   # series label -> (loss per token, grad norm), as chart_columns
+
+
 class StepLog:
     def __init__(self, root: Path, *, fsync: bool = False):
         self.root = Path(root)
         self.fsync = fsync
+        self.token = next(_INSTANCES)  # tells one StepLog from another in caches (id() is reused)
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[Path, tuple[int, int, list[dict]]] = OrderedDict()  # path -> (inode, offset, records)
+        self._columns: OrderedDict[Path, step_columns.Columns] = OrderedDict()
+        self._sidecar = step_columns.SidecarWriter(fsync)
 
     def path(self, account: str, job_id: str, create_us: int) -> Path:
         return self.root / account / job_id / f"{int(create_us)}.jsonl"
@@ -128,16 +143,22 @@ class StepLog:
                 path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             try:
-                size = os.fstat(fd).st_size
+                st = os.fstat(fd)
+                size = st.st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
-                os.write(fd, line)
+                if os.write(fd, line) != len(line):
+                    raise OSError(f"short write to {path.name}")
                 if self.fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
             if created and self.fsync:
                 fsync_dir(path.parent)
+            try:  # derived data: a failure here costs the next reader a parse, never the step
+                self._sidecar.append(path, st.st_ino, size, size + len(line), *chart_point(record))
+            except (OSError, ValueError, TypeError):
+                pass
 
     def read(self, account: str, job_id: str, create_us: int) -> list[dict]:
         """The job's records, oldest first (at most the newest MAX_READ_BYTES of the log).
@@ -175,6 +196,51 @@ class StepLog:
         tail = parse_lines(data[end:]) if end < len(data) else []
         return complete + tail
 
+    def summary(self, account: str, job_id: str, create_us: int) -> StepSummary:
+        """Count, newest record and chart columns of the job's log (the newest MAX_READ_BYTES, as
+        `read`), from the columnar sidecar: no JSON is decoded but the lines no entry covers."""
+        path = self.path(account, job_id, create_us)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return StepSummary(0, None, {})
+        try:
+            st = os.fstat(fd)
+            window = _window_start(fd, st.st_size)
+            with self._cache_lock:
+                cached = self._columns.get(path)
+            cols = step_columns.load(path, fd, st.st_size, st.st_ino, window, cached, record_spans)
+            if cols is None:
+                cols = self._rebuild(path, fd, st.st_ino, window)
+            with self._cache_lock:
+                self._columns[path] = cols
+                self._columns.move_to_end(path)
+                while len(self._columns) > CACHED_LOGS:
+                    self._columns.popitem(last=False)
+            cols = step_columns.with_tail(cols, fd, st.st_size, record_spans)
+        finally:
+            os.close(fd)
+        columns = {series_label(key): c for key, c in cols.series.items()}
+        return StepSummary(cols.count, self.last(account, job_id, create_us) if cols.count else None, columns)
+
+    def _rebuild(self, path: Path, fd: int, ino: int, window: int) -> step_columns.Columns:
+        """Sidecar entries for every terminated record of the log, written anew (under the append lock,
+        so no step lands between the read and the rename)."""
+        with _APPEND_LOCK:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, size - window, window)
+            end = data.rfind(b"\n") + 1
+            spans = [(window + s, window + e, key, loss, norm) for s, e, key, loss, norm in record_spans(data[:end])]
+            try:
+                self._sidecar.rewrite(path, ino, spans)
+            except OSError:
+                pass  # read-only or full disk: the page still works, it just parses again next time
+        cols = step_columns.Columns(ino, entries_read=step_columns.HEADER.size + step_columns.ENTRY.size * len(spans),
+                                    covered=window + end)
+        for _s, _e, key, loss, norm in spans:
+            cols.add(key, loss, norm)
+        return cols
+
     def last(self, account: str, job_id: str, create_us: int, window: int = 16 << 10) -> dict | None:
         """The newest complete record, reading only the log's tail (for a summary line)."""
         path = self.path(account, job_id, create_us)
@@ -199,16 +265,32 @@ class StepLog:
     def remove_job(self, account: str, job_id: str) -> None:
         import shutil
 
-        shutil.rmtree(self.root / account / job_id, ignore_errors=True)
+        with _APPEND_LOCK:
+            shutil.rmtree(self.root / account / job_id, ignore_errors=True)
+            self._sidecar.forget(self.root / account / job_id)
         with self._cache_lock:
             self._cache.clear()
+            self._columns.clear()
 
     def remove_all(self) -> None:
         import shutil
 
-        shutil.rmtree(self.root, ignore_errors=True)
+        with _APPEND_LOCK:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self._sidecar.forget()
         with self._cache_lock:
             self._cache.clear()
+            self._columns.clear()
+
+
+def _window_start(fd: int, size: int) -> int:
+    """Where `read`'s window of the newest MAX_READ_BYTES begins: after the first newline in it."""
+    if size <= MAX_READ_BYTES:
+        return 0
+    offset = size - MAX_READ_BYTES
+    chunk = os.pread(fd, 1 << 16, offset)
+    nl = chunk.find(b"\n")
+    return offset + nl + 1 if nl >= 0 else offset
 
 
 def series_of(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
@@ -223,25 +305,57 @@ def series_of(records: Iterable[Mapping]) -> dict[str, list[Mapping]]:
     return {(f"{model}" if not gen else f"gen {gen} / {model}"): rs for (gen, model), rs in groups.items()}
 
 
+def chart_point(r: Mapping) -> tuple[tuple, float | None, float | None]:
+    """(series key, loss per token, gradient norm) of one record; a record of another shape gives
+    Nones (a gap in its series), never an error. The series key is (generation, model id)."""
+    try:  # records this module wrote: plain subscripts (the hot loop)
+        key, fbm, om = (r["gen"] or 0, r["model"]), r["fbm"], r["om"]
+        loss, tokens, norm = fbm.get("loss:sum"), om.get("loss_tokens:sum"), om.get("grad_norm:mean")
+        loss = loss / tokens if tokens and loss is not None else loss + 0.0 if loss is not None else None
+        norm = None if norm is None else norm + 0.0
+    except (KeyError, TypeError, AttributeError):
+        key = (r.get("gen") or 0, r.get("model"))
+        loss, norm = loss_per_token(r), _number(_field(r, "om", "grad_norm:mean"))
+    if not all(isinstance(k, (int, float, str, type(None))) for k in key):  # foreign: keep it hashable
+        key = tuple(k if isinstance(k, (int, float, str, type(None))) else json.dumps(k) for k in key)
+    return key, loss, norm
+
+
+def series_label(key: tuple) -> str:
+    gen, model = key
+    return f"{model}" if not gen else f"gen {gen} / {model}"
+
+
 def chart_columns(records: Iterable[Mapping]) -> dict[str, tuple[list, list]]:
-    """Per series label (as series_of): the loss per token and the gradient norm of each step, in order.
-    A record of another shape is a gap in its series, never an error."""
+    """Per series label (as series_of): the loss per token and the gradient norm of each step, in order."""
     groups: dict[tuple, tuple[list, list]] = {}
     for r in records:
-        try:  # records this module wrote: plain subscripts (the page's hot loop)
-            key, fbm, om = (r["gen"] or 0, r["model"]), r["fbm"], r["om"]
-            loss, tokens, norm = fbm.get("loss:sum"), om.get("loss_tokens:sum"), om.get("grad_norm:mean")
-            loss = loss / tokens if tokens and loss is not None else loss + 0.0 if loss is not None else None
-            norm = None if norm is None else norm + 0.0
-        except (KeyError, TypeError, AttributeError):
-            key = (r.get("gen") or 0, r.get("model"))
-            loss, norm = loss_per_token(r), _number(_field(r, "om", "grad_norm:mean"))
+        key, loss, norm = chart_point(r)
         cols = groups.get(key)
         if cols is None:
             cols = groups[key] = ([], [])
         cols[0].append(loss)
         cols[1].append(norm)
-    return {(f"{model}" if not gen else f"gen {gen} / {model}"): cols for (gen, model), cols in groups.items()}
+    return {series_label(key): cols for key, cols in groups.items()}
+
+
+def record_spans(data: bytes) -> list[tuple[int, int, tuple, float | None, float | None]]:
+    """(start, end, key, loss, norm) of every complete record in `data`, offsets relative to it.
+    A record's span ends after its newline (or at the end of `data` when it has none)."""
+    out, pos, n = [], 0, len(data)
+    while pos < n:
+        nl = data.find(b"\n", pos)
+        end = n if nl < 0 else nl + 1
+        line = data[pos:end]
+        if line.strip():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                r = None
+            if isinstance(r, dict):
+                out.append((pos, end, *chart_point(r)))
+        pos = end
+    return out
 
 
 def _field(record: Mapping, part: str, key: str) -> object:
