@@ -83,21 +83,80 @@ def base_engine(base_model: str) -> Engine:
     return Engine(_base(base_model, resolve_size(None, base_model), device), device)
 
 
-def full_engine(path: Path) -> Engine:
-    """The model of a full HF directory: built without initial weights (on the meta device) and
-    given the file's tensors, so a hot load costs reading them, not drawing and overwriting a
-    random initialisation first."""
+def full_engine(path: Path, shard=None) -> Engine:
+    """The model of a full HF directory, given the file's tensors (strict: every tensor, exact
+    shapes): no random initialisation drawn first and overwritten. `shard` (arc_v2.Shard): the
+    header and data section of its model.safetensors, just reconstructed and checked, so the
+    weights are used from memory instead of read back from the file."""
     device = pick_device(None)
     _configure_determinism(device)
     size = _size_from_config(path)
     try:
-        weights = {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}
-        with torch.device("meta"):
-            model = TinyLlamaForCausalLM(size)
-        model.load_state_dict(weights, strict=True, assign=True)  # strict: every tensor, exact shapes
+        if shard is not None and shard.data is not None:
+            weights = _tensors_of(shard)
+        else:
+            weights = load_file(str(path / "model.safetensors"))
+        model = _unloaded(size)
+        _assign(model, {k: v if v.dtype == torch.float32 else v.float() for k, v in weights.items()})
     except (OSError, RuntimeError, ValueError) as exc:
         raise EngineError(f"model.safetensors does not fit the stand-in model: {_first_line(exc)}") from None
-    return Engine(model.to(device).eval(), device)
+    return Engine(model if device.type == "cpu" else model.to(device), device)  # in eval mode: cloned
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_skeletons: dict[ModelSize, TinyLlamaForCausalLM] = {}
+
+
+def _tensors_of(shard) -> dict[str, torch.Tensor]:
+    """Views of a safetensors data section (a numpy uint8 buffer, validated header): no copy."""
+    raw = torch.from_numpy(shard.data)
+    out = {}
+    for name, info in shard.header.tensors.items():
+        dtype = _DTYPES.get(info.dtype)
+        if dtype is None:
+            raise ValueError(f"tensor {name} is {info.dtype}; the stand-in model takes float weights")
+        piece = raw[info.begin:info.end]
+        if info.begin % dtype.itemsize:  # unaligned for its dtype: a copy that is aligned
+            piece = piece.clone()
+        out[name] = piece.view(dtype).reshape(info.shape)
+    return out
+
+
+def _unloaded(size: ModelSize) -> TinyLlamaForCausalLM:
+    """A model of `size` whose parameters are still on the meta device (nothing allocated).
+
+    Building the module tree is most of a small model's hot load; it is built once per size
+    on the meta device, and each load gets a structural copy of it (new modules and parameter
+    tables, nothing shared that a load writes to)."""
+    skeleton = _skeletons.get(size)
+    if skeleton is None:
+        with torch.device("meta"):
+            skeleton = _skeletons.setdefault(size, TinyLlamaForCausalLM(size).eval())
+    return _clone(skeleton)
+
+
+def _clone(module: torch.nn.Module) -> torch.nn.Module:
+    new = module.__class__.__new__(module.__class__)
+    new.__dict__.update({k: v.copy() if isinstance(v, dict) else v for k, v in module.__dict__.items()})
+    new.__dict__["_modules"] = {k: _clone(v) if v is not None else None for k, v in module._modules.items()}
+    return new
+
+
+def _assign(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """load_state_dict(strict=True, assign=True) for a model without buffers: the same key set,
+    each tensor the parameter's exact shape and dtype, and it becomes the parameter."""
+    slots = [(f"{prefix}.{leaf}" if prefix else leaf, mod, leaf, p)
+             for prefix, mod in model.named_modules() for leaf, p in mod._parameters.items() if p is not None]
+    names = {name for name, *_ in slots}
+    if names != set(weights) or len(names) != len(slots):
+        missing, extra = sorted(names - set(weights)), sorted(set(weights) - names)
+        raise ValueError(f"Missing key(s) in state_dict: {missing[:2]}; unexpected key(s): {extra[:2]}")
+    for name, mod, leaf, p in slots:
+        t = weights[name]
+        if t.shape != p.shape or t.dtype != p.dtype:
+            raise ValueError(f"size mismatch for {name}: copying a param with shape {list(t.shape)} "
+                             f"({t.dtype}), the model has {list(p.shape)} ({p.dtype})")
+        mod._parameters[leaf] = torch.nn.Parameter(t, requires_grad=p.requires_grad)
 
 
 def lora_engine(path: Path, base_model: str) -> Engine:

@@ -24,8 +24,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
+import threading
 import zlib
+from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,17 +86,17 @@ def make_delta(base_dir: str | os.PathLike, target_dir: str | os.PathLike,
 
 
 def apply_delta(base_dir: str | os.PathLike, delta_dir: str | os.PathLike,
-                out_dir: str | os.PathLike) -> None:
+                out_dir: str | os.PathLike, *, keep: str | None = None) -> Shard | None:
     """Reconstruct into `out_dir` the target weights of `delta_dir` applied to `base_dir`.
 
     The result is the target directory bit for bit (weights, headers, config and extras).
     Each shard's adler32 is checked against its `target_adler32`; a mismatch (wrong base,
-    corrupted delta) raises ValueError and leaves no reconstructed shard behind.
+    corrupted delta) raises ValueError and leaves no reconstructed shard behind. With `keep`
+    (a shard name), that shard's checked target header and data section are returned as well,
+    so a caller that serves the weights does not read back what was just written.
     """
-    verdict = inspect_checkpoint(delta_dir)
-    if verdict.kind is not Kind.INFERENCE_ARC_V2:
-        raise ValueError(f"{delta_dir} is not an ARC_V2 delta: {verdict.reason or verdict.kind}")
-    base, delta = _Weights(base_dir, "base"), _Weights(delta_dir, "delta")
+    delta = _Weights.of(delta_dir, "delta")  # first: a directory that is no delta is named as such
+    base = _Weights.of(base_dir, "base")
     if base.config != delta.config:
         raise ValueError("base and delta config.json differ; this delta is not against this base")
     base.check_same_tensors(delta)
@@ -101,38 +105,163 @@ def apply_delta(base_dir: str | os.PathLike, delta_dir: str | os.PathLike,
     for name in delta.other_files:
         if name != DELTA_MANIFEST:
             shutil.copyfile(delta.root / name, out / name)
+    kept = None
     for shard, header in delta.headers.items():
         meta = dict(header.metadata or {})
         expected = meta.pop("target_adler32")
         meta.pop("delta_format")
         partial = out / (shard + ".partial")
-        adler = 1
+        head = encode_header(_layout(header), meta or None)
         with open(partial, "wb") as f:
-            f.write(encode_header(_layout(header), meta or None))
-            for tensor in _in_offset_order(header):
-                for d_chunk, b_chunk in zip(delta.chunks(tensor), base.chunks(tensor)):
-                    t_chunk = _xor(d_chunk, b_chunk)
-                    adler = zlib.adler32(t_chunk, adler)
-                    f.write(t_chunk)
+            f.write(head)
+            if base.same_offsets(delta, shard):
+                adler, data = _xor_section(base, delta, shard, f, keep=shard == keep)
+            else:
+                adler, data = _xor_tensors(base, delta, header, f), None
         if f"{adler:08x}" != expected:
             partial.unlink()
             raise ValueError(f"{shard}: adler32 of the reconstructed data is {adler:08x}, the delta "
                              f"says {expected}; wrong base or corrupted delta")
         partial.rename(out / shard)
+        if shard == keep:
+            # the header just written: the delta's tensors at the same offsets, the target's metadata
+            kept = Shard(Header(header.tensors, meta or None, len(head),
+                                len(head) + header.file_size - header.data_start), data)
+    return kept
+
+
+class Shard(NamedTuple):
+    """A reconstructed shard: its header and, when it was read whole, its data section."""
+    header: Header
+    data: np.ndarray | None
+
+
+def _xor_section(base: "_Weights", delta: "_Weights", shard: str, f, *, keep: bool) -> tuple[int, np.ndarray | None]:
+    """XOR the two data sections (same layout) in CHUNK pieces, read straight into numpy buffers,
+    writing and checksumming the result; with `keep`, into one buffer that is returned."""
+    hb, hd = base.headers[shard], delta.headers[shard]
+    n = hd.file_size - hd.data_start
+    out = np.empty(n if keep else min(n, CHUNK), np.uint8)
+    scratch = np.empty(min(n, CHUNK), np.uint8)
+    adler, sums = 1, []  # with `keep`, each piece stays put: a worker thread checksums it meanwhile
+    with open(base.root / shard, "rb") as fb, open(delta.root / shard, "rb") as fd:
+        fb.seek(hb.data_start)
+        fd.seek(hd.data_start)
+        for start in range(0, n, CHUNK):
+            size = min(CHUNK, n - start)
+            piece = out[start:start + size] if keep else out[:size]
+            if fb.readinto(memoryview(piece)) != size or fd.readinto(memoryview(scratch)[:size]) != size:
+                raise ValueError(f"{shard}: truncated while reading its data section")
+            np.bitwise_xor(piece, scratch[:size], out=piece)
+            if keep:
+                sums.append((_checksummer().submit(zlib.adler32, piece), size))
+            else:
+                adler = zlib.adler32(piece, adler)
+            f.write(piece)
+    for fut, size in sums:
+        adler = adler32_combine(adler, fut.result(), size)
+    return adler, out if keep else None
+
+
+_pool = None
+
+
+def _checksummer():
+    """One worker thread (zlib releases the GIL) so the checksum overlaps reading and writing."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(1, thread_name_prefix="arc-v2-adler32")
+    return _pool
+
+
+def adler32_combine(a1: int, a2: int, len2: int) -> int:
+    """adler32(A + B) from adler32(A), adler32(B) and len(B) (zlib's adler32_combine)."""
+    mod = 65521
+    rem = len2 % mod
+    s1 = ((a1 & 0xFFFF) + (a2 & 0xFFFF) + mod - 1) % mod
+    s2 = (rem * (a1 & 0xFFFF) + (a1 >> 16) + (a2 >> 16) + mod - rem) % mod
+    return s1 | (s2 << 16)
+
+
+def _xor_tensors(base: "_Weights", delta: "_Weights", header: Header, f) -> int:
+    """Tensor by tensor, for a base whose shard lays the same tensors out at other offsets."""
+    adler = 1
+    for tensor in _in_offset_order(header):
+        for d_chunk, b_chunk in zip(delta.chunks(tensor), base.chunks(tensor)):
+            t_chunk = _xor(d_chunk, b_chunk)
+            adler = zlib.adler32(t_chunk, adler)
+            f.write(t_chunk)
+    return adler
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
+def _identity(root: Path) -> tuple:
+    """What a directory's files are now: (name, device, inode, mode, size, mtime_ns) of each entry.
+
+    Stricter than the store's row fingerprint (which has no inode): a file rewritten, replaced,
+    added or removed changes it, so a verdict cached under it is one about these very bytes.
+    A hard-linked copy (a deployment's version directory) has the identity of its source."""
+    out = []
+    with os.scandir(root) as it:
+        for e in it:
+            st = e.stat(follow_symlinks=False)
+            out.append((e.name, st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
 class _Weights:
     """An HF weights directory: config, each shard's validated header, and raw tensor reads."""
+
+    _cache: "OrderedDict[tuple, _Weights]" = OrderedDict()
+    _cache_lock = threading.Lock()
+    CACHE_SIZE = 16
+
+    @classmethod
+    def of(cls, root: str | os.PathLike, role: str) -> "_Weights":
+        """The inspected directory, re-inspected unless its files' identity is one already judged
+        (then only the path differs: a hard-linked copy, or the same directory again)."""
+        root = Path(root)
+        try:
+            key = (role, _identity(root))
+        except OSError as exc:
+            raise ValueError(f"{role} {root} cannot be listed: {exc}") from None
+        with cls._cache_lock:
+            hit = cls._cache.get(key)
+            if hit is not None:
+                cls._cache.move_to_end(key)
+        if hit is not None:
+            return hit.at(root)
+        w = cls(root, role)
+        if _identity(root) == key[1]:  # unchanged while it was read: safe to remember
+            with cls._cache_lock:
+                cls._cache[key] = w
+                while len(cls._cache) > cls.CACHE_SIZE:
+                    cls._cache.popitem(last=False)
+        return w
+
+    def at(self, root: Path) -> "_Weights":
+        if root == self.root:
+            return self
+        other = object.__new__(_Weights)
+        other.__dict__.update(self.__dict__, root=root)
+        return other
+
+    def same_offsets(self, other: "_Weights", shard: str) -> bool:
+        """Whether `shard` lays out every tensor at the same offsets in both (so the data
+        sections can be combined whole). check_same_tensors must have passed."""
+        a, b = self.headers[shard], other.headers[shard]
+        return (a.file_size - a.data_start == b.file_size - b.data_start
+                and all((t.begin, t.end) == (b.tensors[k].begin, b.tensors[k].end) for k, t in a.tensors.items()))
 
     def __init__(self, root: str | os.PathLike, role: str):
         self.root = Path(root)
         verdict = inspect_checkpoint(self.root)
         allowed = (Kind.INFERENCE_ARC_V2,) if role == "delta" else (Kind.INFERENCE_BASE,)
         if verdict.kind not in allowed:
-            raise ValueError(f"{role} {self.root} is not {allowed[0].value}: "
-                             f"{verdict.reason or verdict.kind.value}")
+            what = "an ARC_V2 delta" if role == "delta" else allowed[0].value
+            raise ValueError(f"{role} {self.root} is not {what}: {verdict.reason or verdict.kind.value}")
         try:
             d = CheckpointDir(self.root)
             self.headers: dict[str, Header] = {
