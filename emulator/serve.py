@@ -41,6 +41,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "safe if the emulator crashes, not fsynced; env FWEMU_FSYNC=1)")
     p.add_argument("--no-path-import", dest="path_import", action="store_false",
                    help="refuse checkpoints:import by local path (sourcePath); only tar streams are accepted")
+    p.add_argument("--trainer-ranks", type=int, default=None, metavar="N",
+                   help="processes per trainer model: N > 1 runs FSDP2 over N ranks (gloo on CPU, NCCL on "
+                        "CUDA; docs/multirank.md); default env FWEMU_TRAINER_RANKS, else 1")
+    p.add_argument("--trainer-precision", choices=["fp32", "bf16"], default=None,
+                   help="trainer parameter precision (bf16: CUDA only); default env FWEMU_TRAINER_PRECISION, else fp32")
     p.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn's log level (default warning)")
 
 
@@ -64,6 +69,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--startup-delay {args.startup_delay} must be >= 0 seconds")
     if args.retention_days < 0:
         raise UsageError(f"--retention-days {args.retention_days} must be >= 0")
+    if args.trainer_ranks is not None and args.trainer_ranks < 1:
+        raise UsageError(f"--trainer-ranks {args.trainer_ranks} must be at least 1")
     if not args.in_memory:
         d = Path(args.data_dir)
         if d.exists() and not d.is_dir():
@@ -101,6 +108,8 @@ def banner(args: argparse.Namespace, settings) -> str:
         lines.append(f"  API key {key}  -> account {account}")
     lines.append(f"  use: FIREWORKS_BASE_URL=http://{args.host}:{args.port} FIREWORKS_API_KEY=<key above>")
     lines.append(f"  dashboard: http://{args.host}:{args.port}/dashboard   API reference: /docs")
+    if settings.trainer_ranks > 1 or settings.trainer_precision != "fp32":
+        lines.append(f"  trainer: {settings.trainer_ranks} rank(s) per model (FSDP2), {settings.trainer_precision}")
     for name in sorted(settings.quirks):
         lines.append(f"  quirk {name}: {QUIRKS[name]}")
     for name in sorted(settings.breaks):
@@ -123,6 +132,10 @@ def settings_from_args(args: argparse.Namespace):
         kwargs["fsync"] = True
     if not args.path_import:
         kwargs["allow_path_import"] = False
+    if args.trainer_ranks is not None:
+        kwargs["trainer_ranks"] = args.trainer_ranks
+    if args.trainer_precision is not None:
+        kwargs["trainer_precision"] = args.trainer_precision
     from fwemu.emulator.faults.plan import load_plan
 
     load_plan(kwargs.get("fault_plan") or os.environ.get("FWEMU_FAULT_PLAN"))  # a bad plan is a usage error

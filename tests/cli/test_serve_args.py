@@ -71,3 +71,32 @@ def test_the_banner_names_the_api_key_and_every_active_break_switch(tmp_path):
     assert f"serving on http://127.0.0.1:{server.port}" in text
     assert "API key k-123" in text and "account team" in text
     assert "break switch newest-first is ON" in text
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_trainer_ranks_below_one_are_refused(n):
+    assert_usage_error(serve("--in-memory", "--trainer-ranks", n), f"--trainer-ranks {n}", "at least 1")
+
+
+def test_trainer_ranks_flag_wins_over_the_environment(monkeypatch):
+    import argparse
+
+    from fwemu.emulator import serve as serve_mod
+
+    monkeypatch.setenv("FWEMU_TRAINER_RANKS", "3")
+    p = argparse.ArgumentParser()
+    serve_mod.configure(p)
+    assert serve_mod.settings_from_args(p.parse_args(["--in-memory"])).trainer_ranks == 3
+    args = p.parse_args(["--in-memory", "--trainer-ranks", "2", "--trainer-precision", "fp32"])
+    settings = serve_mod.settings_from_args(args)
+    assert (settings.trainer_ranks, settings.trainer_precision) == (2, "fp32")
+
+
+def test_the_banner_says_how_many_trainer_ranks(tmp_path):
+    log = tmp_path / "serve.log"
+    server = ServeProcess(tmp_path / "state", ["--trainer-ranks", "2"], log_path=log).start()
+    try:
+        text = log.read_text()
+    finally:
+        server.stop()
+    assert "trainer: 2 rank(s) per model (FSDP2), fp32" in text
