@@ -123,6 +123,9 @@ F1 = _inv("F1", "faults", "faults", """a fault in any single call leaves the ser
     the client retries to success or fails with a clear error""")
 F2 = _inv("F2", "catches-broken-target", "faults", """against an emulator with one rule broken on
     purpose, the suite fails and names the invariant (tests/contracts/test_teeth.py)""")
+R9 = _inv("R9", "resharded-resume", "server", """a DCP save written by N trainer ranks, loaded with its
+    optimizer by a trainer of M ranks, trains on like a one-rank resume of the same program
+    (probe logprobs within rtol 1e-5 after every step)""")
 
 
 # ------------------------------------------------------------------------------ tally

@@ -41,6 +41,7 @@ ACCOUNTS = "accounts"        # mint a fresh account (API key) per test
 FAULT_API = "fault-api"      # server-side fault injection at /_emulator/v1/faults
 QUIRKS = "quirks"            # build a variant of the target with emulator quirks switched on
 SOCKET = "socket"            # reachable over a real socket (needed by the fireworks-ai SDK driver)
+RANKS = "trainer-ranks"      # restart the emulator with another number of trainer ranks (R9)
 
 CAP_TEXT = {
     RESTART: "restart the emulator on the same data dir",
@@ -51,6 +52,7 @@ CAP_TEXT = {
     FAULT_API: "server-side faults (/_emulator/v1/faults)",
     QUIRKS: "emulator quirks (rename-dcp-saves)",
     SOCKET: "a real HTTP socket",
+    RANKS: "restart the emulator at another trainer rank count (--trainer-ranks)",
 }
 
 
@@ -99,7 +101,7 @@ class Target(abc.ABC):
     def model_dir(self, account: str, model_id: str) -> Path | None:
         return None
 
-    def restart(self) -> None:
+    def restart(self, trainer_ranks: int | None = None) -> None:
         raise RuntimeError(f"{self.name} cannot be restarted")
 
     def advance_clock(self, seconds: float, api_key: str) -> None:
@@ -163,7 +165,7 @@ class InProcessTarget(Target):
 
     def __init__(self, *, breaks: frozenset[str] | set[str] | tuple = (), quirks: frozenset[str] | set[str] | tuple = (),
                  transport: str = "socket", retention_days: float = 30.0, model_size: str | None = TINY_MODEL_SIZE,
-                 data_dir: str | os.PathLike | None = None):
+                 data_dir: str | os.PathLike | None = None, trainer_ranks: int = 1):
         if transport not in ("asgi", "socket"):
             raise ValueError("transport must be 'asgi' or 'socket'")
         self.breaks = frozenset(breaks)
@@ -172,7 +174,8 @@ class InProcessTarget(Target):
         self.retention_days = retention_days
         self.retention_s = retention_days * 86400
         self.model_size = model_size
-        caps = {RESTART, CLOCK, BLOBS, REWRITE, ACCOUNTS, QUIRKS}
+        self.trainer_ranks = self._initial_ranks = trainer_ranks
+        caps = {RESTART, CLOCK, BLOBS, REWRITE, ACCOUNTS, QUIRKS, RANKS}
         if transport == "socket":
             caps.add(SOCKET)
         self.caps = frozenset(caps)
@@ -213,7 +216,7 @@ class InProcessTarget(Target):
         extra = {"fault_plan": None} if "fault_plan" in Settings.__dataclass_fields__ else {}
         settings = Settings(data_dir=self.data_dir, api_keys=self._keys, startup_delay_s=0,
                             retention_days=self.retention_days, breaks=self.breaks, quirks=self.quirks,
-                            future_long_poll_s=2.0, **extra)
+                            future_long_poll_s=2.0, trainer_ranks=self.trainer_ranks, **extra)
         self.app = create_app(settings)
         if hasattr(self.app.state, "fault_plan"):
             self.caps = self.caps | {FAULT_API}
@@ -233,8 +236,11 @@ class InProcessTarget(Target):
         self.app = None
         self._asgi = None
 
-    def restart(self) -> None:
-        """Stop the emulator (live trainer sessions die with it) and start it again on the same data dir."""
+    def restart(self, trainer_ranks: int | None = None) -> None:
+        """Stop the emulator (live trainer sessions die with it) and start it again on the same data dir;
+        `trainer_ranks` also changes how many processes train each model created from then on."""
+        if trainer_ranks is not None:
+            self.trainer_ranks = trainer_ranks
         self._stop_app()
         self._start()
         self.restarts += 1
@@ -246,6 +252,7 @@ class InProcessTarget(Target):
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = Path(tempfile.mkdtemp(prefix="fwemu-contracts-"))
         self._clock_offset_us = 0
+        self.trainer_ranks = self._initial_ranks
         self.restarts += 1
         self._start()
         return self
@@ -297,7 +304,8 @@ class InProcessTarget(Target):
     def variant(self, **overrides: Any) -> "InProcessTarget":
         """A separate in-process target like this one with some settings changed (e.g. quirks)."""
         kw = dict(breaks=self.breaks, quirks=self.quirks, transport=self.mode,
-                  retention_days=self.retention_days, model_size=self.model_size)
+                  retention_days=self.retention_days, model_size=self.model_size,
+                  trainer_ranks=self._initial_ranks)
         kw.update(overrides)
         return InProcessTarget(**kw)
 
