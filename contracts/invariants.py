@@ -126,6 +126,10 @@ F2 = _inv("F2", "catches-broken-target", "faults", """against an emulator with o
 R9 = _inv("R9", "resharded-resume", "server", """a DCP save written by N trainer ranks, loaded with its
     optimizer by a trainer of M ranks, trains on like a one-rank resume of the same program
     (probe logprobs within rtol 1e-5 after every step)""")
+K9 = _inv("K9", "save-and-hotload", "server", """WeightSyncer.save_and_hotload's chain: the first save is
+    promotable for LoRA and full runs, later saves for LoRA only; after each hot load the deployment
+    names that snapshot current and serves exactly its weights; a delta on a snapshot it does not
+    serve is a failed load that keeps the previous weights""")
 
 
 # ------------------------------------------------------------------------------ tally

@@ -27,6 +27,7 @@ from fwemu.contracts.drivers import CHECKPOINTS, CRASH, FAULTS
 from fwemu.contracts.faults import FAULT_KINDS
 from fwemu.contracts.invariants import R2, R3, R5, R6
 from fwemu.contracts.machine import BAD_MODEL_IDS, ContractMachine, MachineConfig, make_machine
+from fwemu.contracts.hot_load_chain import save_and_hotload_chain
 from fwemu.contracts.resharding import resharded_resume
 from fwemu.contracts.targets import CLOCK, FAULT_API, RANKS, RESTART, REWRITE
 
@@ -484,6 +485,7 @@ PROPERTIES: list[Property] = [
              why_needed="TrainingCheckpoints is our client's"),
     Property("recipe", ("R2", "R3", "R5"), _recipe, weight=0.3, driver_caps=(CHECKPOINTS,),
              why_needed="the sft_loop recipe runs on our client"),
+    Property("save-and-hotload", ("K9", "K4"), save_and_hotload_chain, weight=0.2),
     Property("resharded-resume", ("R9",), resharded_resume, weight=0.1, needs=(RANKS,),
              why_needed="needs a target it can restart at another trainer rank count (the in-process emulator)"),
 ]

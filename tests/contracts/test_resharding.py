@@ -31,7 +31,7 @@ def drop_optimizer_on_sharded_loads(monkeypatch):
 def test_a_resharded_load_without_its_optimizer_state_fails_r9(monkeypatch, pytestconfig):
     drop_optimizer_on_sharded_loads(monkeypatch)
     report = run_r9(pytestconfig.getoption("--fw-seed"))
-    assert list(report.failed_ids) == ["R9"], report.table()
+    assert report.failed_ids == {"R9"}, report.table()
     assert "resharded load" in report.results["R9"].message
 
 
