@@ -125,6 +125,8 @@ def save_and_hotload_chain(ctx):
                 m.sampler_save(job, None if lora else ("base" if i == 0 else "delta"))
                 name = job.certain_rows()[-1].name
                 what = f"save_and_hotload #{i + 1} of job {job.job_id} ({'LoRA' if lora else 'full'})"
+                if m.target.listing_may_lag:
+                    m._settle(job)        # as save_and_hotload's user would: the row shows up late
                 m.check_server_state()
                 status, pages = m.obs.list_all(job.job_id)
                 check_promotable({r.name: r for page in pages for r in page}, name, i == 0, lora, what)

@@ -41,6 +41,7 @@ class Property:
     needs: tuple[str, ...] = ()        # target capabilities
     driver_caps: tuple[str, ...] = ()  # driver capabilities
     why_needed: str = ""
+    examples: int | None = None        # a fixed number of generated examples (costly properties), else by weight
 
 
 @dataclass
@@ -485,7 +486,7 @@ PROPERTIES: list[Property] = [
              why_needed="TrainingCheckpoints is our client's"),
     Property("recipe", ("R2", "R3", "R5"), _recipe, weight=0.3, driver_caps=(CHECKPOINTS,),
              why_needed="the sft_loop recipe runs on our client"),
-    Property("save-and-hotload", ("K9", "K4"), save_and_hotload_chain, weight=0.2),
-    Property("resharded-resume", ("R9",), resharded_resume, weight=0.1, needs=(RANKS,),
+    Property("save-and-hotload", ("K9", "K4"), save_and_hotload_chain, examples=1),
+    Property("resharded-resume", ("R9",), resharded_resume, examples=1, needs=(RANKS,),
              why_needed="needs a target it can restart at another trainer rank count (the in-process emulator)"),
 ]

@@ -265,7 +265,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
                 report.components.append(ComponentRun(prop.name, prop.targets, 0, 0.0,
                                                       f"skipped: {prop.why_needed}"))
                 continue
-            n = max(2, round(max_examples * prop.weight / 2))
+            n = prop.examples or max(2, round(max_examples * prop.weight / 2))
 
             def prop_test(prop=prop, n=n):
                 test = prop.build(ctx)

