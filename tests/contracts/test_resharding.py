@@ -1,5 +1,6 @@
-"""R9 resharded-resume: passes on the emulator, and has teeth against resharded loads patched (in the
-test, not by a product switch) to drop the optimizer state when several ranks load a save."""
+"""R9 resharded-resume has teeth: resharded loads patched (in the test, not by a product switch) to
+drop the optimizer state when several ranks load a save fail the suite on R9 alone. (The clean
+emulator passing R9 is tests/contracts/test_clean.py's: the default profile runs every property.)"""
 
 from __future__ import annotations
 
@@ -15,12 +16,6 @@ from fwemu.emulator.trainer.rank_group import MultiRankTrainer
 def run_r9(seed: int):
     with InProcessTarget() as target:
         return run_contracts(target, max_examples=2, seed=seed, only=["R9"], machine=False, shrink=False)
-
-
-def test_resharded_resumes_pass_on_the_emulator(pytestconfig):
-    report = run_r9(pytestconfig.getoption("--fw-seed"))
-    assert report.ok, report.table()
-    assert report.results["R9"].status == "pass" and report.results["R9"].examples >= 1, report.table()
 
 
 def drop_optimizer_on_sharded_loads(monkeypatch):
