@@ -115,7 +115,9 @@ def test_full_grpo_run_hot_loads_every_step_and_promotes_a_base_model(rl_runs, e
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(r["rollout/raw_samples"] == GROUP and r["rollout/filtered_samples"] == GROUP for r in records)
     assert all(0.0 < r["rollout/raw_reward"] < 1.0 for r in records)
-    assert any(r["train/mean_adv_loss"] != 0.0 for r in records), records
+    assert all(r["train/mean_adv_loss"] != 0.0 for r in records), records   # nonzero advantages
+    # the policy moves away from the frozen reference: identical at step 1, apart after updates
+    assert records[0]["train/ref_kl"] == 0.0 and records[-1]["train/ref_kl"] > 0.0
 
     # one hot load before the first rollout (a base) and one after every step (deltas)
     loads = hot_loads(log)
@@ -123,6 +125,7 @@ def test_full_grpo_run_hot_loads_every_step_and_promotes_a_base_model(rl_runs, e
     assert loads == [("BASE", f"step-0-{sess}")] + [("DELTA", f"step-{i}-{sess}") for i in (1, 2, 3)]
     state = hot_load_state(emulator, "compat-rl-full")
     assert state["seq"] == 4 and state["current"] == f"step-3-{sess}" and state["kind"] == "full"
+    assert state["source_job"] == f"local/{policy}" and state["applied"] == "delta"
 
     # rows: the weight-sync snapshots, the DCP save at step 2, the final save at step 3
     kinds = {short(r): (r["checkpointType"], r["promotable"]) for r in list_rows(emulator.url, API_KEY, policy)}
@@ -160,6 +163,11 @@ def test_grpo_sigkill_after_a_dcp_row_then_rerun_resumes_and_promotes(rl_runs, e
     assert result["steps"] == ROWS and result["policy_job_id"] == crash.job_id
     assert "Resuming from control-plane row: step-2" in log
     assert [int(s) for s, _ in STEP_RE.findall(log)] == [3]          # step and data cursor restored
+    # the weights came back too: a fresh policy equals the fresh reference (KL exactly 0, as at step 1)
+    resumed = ledger(crash.workdir)[-1]
+    assert resumed["step"] == 3 and resumed["train/ref_kl"] > 0.0
+    # the deployment run 1 left attached to the job is reused, not re-created
+    assert "Deployment compat-rl-resumed is already attached to trainer" in log
     assert json.loads((Path(crash.spec["log_path"]) / "dataloader.json").read_text()) == {"step-2": 2, "step-3": 3}
     # the resumed run re-publishes the restored policy as a base, then hot-loads after its step
     loads = hot_loads(log)
@@ -168,6 +176,7 @@ def test_grpo_sigkill_after_a_dcp_row_then_rerun_resumes_and_promotes(rl_runs, e
     assert loads == [("BASE", f"step-2-{sess2}"), ("DELTA", f"step-3-{sess2}")]
     state = hot_load_state(emulator, "compat-rl-resumed")
     assert state["current"] == f"step-3-{sess2}" and state["kind"] == "full"
+    assert state["seq"] == len(LOADED_RE.findall(first_log)) + len(loads)   # one deployment, every load counted
 
     rows = list_rows(emulator.url, API_KEY, crash.job_id)
     promotable = [short(r) for r in rows if r["promotable"]]
