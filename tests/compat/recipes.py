@@ -139,7 +139,8 @@ class CrashAndResume:
     def _drive(self) -> None:
         try:
             prefix = self.recipe.split("_")[0]
-            self.first = start(self.compat, self.env, f"{prefix}-crash-run1", self.recipe, dict(self.spec), self.workdir)
+            self.first = start(self.compat, self.env, f"{prefix}-crash-run1", self.recipe, dict(self.spec),
+                               self.workdir)
             cursor_file = Path(self.spec["log_path"]) / "dataloader.json"
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while time.monotonic() < deadline and self.first.proc.poll() is None:

@@ -138,7 +138,8 @@ def test_full_grpo_run_hot_loads_every_step_and_promotes_a_base_model(rl_runs, e
         # the final promotable save reuses the step-3 weight sync's name: a full base replaces the delta
         f"step-3-{sess}": ("CHECKPOINT_TYPE_INFERENCE_BASE", True),
     }
-    assert json.loads((Path(rl_runs["full_work"]) / "logs" / "dataloader.json").read_text()) == {"step-2": 2, "step-3": 3}
+    cursor = json.loads((rl_runs["full_work"] / "logs" / "dataloader.json").read_text())
+    assert cursor == {"step-2": 2, "step-3": 3}
 
     m = model(emulator, "compat-rl-full")
     assert m["state"] == "READY" and m["kind"] == "HF_BASE_MODEL"
