@@ -72,8 +72,8 @@ class Run:
         assert self.returncode == 0 and lines, f"{self.name} exited {self.returncode}; log tail:\n{self.text()[-6000:]}"
         return json.loads(lines[-1][len("RESULT "):])
 
-    def job_id(self) -> str | None:
-        found = JOB_RE.search(self.text())
+    def job_id(self, pattern: re.Pattern = JOB_RE) -> str | None:
+        found = pattern.search(self.text())
         return found.group(1) if found else None
 
 
@@ -121,6 +121,8 @@ class CrashAndResume:
     base_url: str
     api_key: str
     kill_at: str                     # the DCP row name to wait for, e.g. "step-3"
+    recipe: str = "sft_loop"         # the cookbook recipe both runs start (names the logs too)
+    job_re: re.Pattern = JOB_RE      # finds run 1's (policy) trainer job id in its log
     first: Run | None = None
     second: Run | None = None
     job_id: str | None = None
@@ -136,11 +138,13 @@ class CrashAndResume:
 
     def _drive(self) -> None:
         try:
-            self.first = start(self.compat, self.env, "sft-crash-run1", "sft_loop", dict(self.spec), self.workdir)
+            prefix = self.recipe.split("_")[0]
+            self.first = start(self.compat, self.env, f"{prefix}-crash-run1", self.recipe, dict(self.spec),
+                               self.workdir)
             cursor_file = Path(self.spec["log_path"]) / "dataloader.json"
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while time.monotonic() < deadline and self.first.proc.poll() is None:
-                self.job_id = self.job_id or self.first.job_id()
+                self.job_id = self.job_id or self.first.job_id(self.job_re)
                 if self.job_id and cursor_file.exists():
                     cursor = json.loads(cursor_file.read_text() or "{}")
                     if self.kill_at in cursor:
@@ -154,7 +158,7 @@ class CrashAndResume:
                 return
             self.rows_at_kill = list_rows(self.base_url, self.api_key, self.job_id)
             spec = {**self.spec, "trainer": {**self.spec.get("trainer", {}), "job_id": self.job_id}}
-            self.second = start(self.compat, self.env, "sft-crash-run2", "sft_loop", spec, self.workdir)
+            self.second = start(self.compat, self.env, f"{prefix}-crash-run2", self.recipe, spec, self.workdir)
             self.second.wait()
         except Exception as exc:  # reported by the test that joins this thread
             self.error = f"{type(exc).__name__}: {exc}"
