@@ -42,11 +42,13 @@ def _by_string_time(rows):
 class StringTimeCheckpoints(TrainingCheckpoints):
     """Newest = the largest createTime *string*, for resume and for promote_latest."""
 
-    def _auto_resume(self, rows):
+    def _auto_resume(self, rows):   # our client's rule (newest row dataloader.json knows), string-sorted
         resumable = _by_string_time([r for r in rows if r.resumable])
         if not resumable:
             return None
-        return self._load(resumable[0].short_name, self.dataloader.read().get(resumable[0].short_name))
+        entries = self.dataloader.read()
+        row = next((r for r in resumable if r.short_name in entries), resumable[0])
+        return self._load(row.short_name, entries.get(row.short_name))
 
     def promote_latest(self, output_model_id, base_model):
         rows = self.list_rows("promote")
@@ -91,7 +93,6 @@ def test_string_sorted_createtime_is_caught_under_mixed_precision_timestamps():
     with InProcessTarget(quirks={"mixed-precision-timestamps"}) as target:
         report = run_contracts(target, max_examples=6, steps=12, seed=0, driver=StringTimeDriver,
                                properties=["resume", "promotion"], shrink=False)
-    assert not report.ok
-    assert report.failed_ids & {"R1", "R7"}, report.table()
-    failed = next(r for r in report.results.values() if r.status == "FAIL")
-    assert "newest" in failed.message or "expected" in failed.message, report.table()
+    assert {"R1", "R7"} <= report.failed_ids, report.table()   # resume and promote_latest both picked an older row
+    assert "resume picked" in report.results["R1"].message, report.table()
+    assert "the newest promotable row is" in report.results["R7"].message, report.table()
