@@ -19,6 +19,7 @@ The cookbook needs tinker and fireworks-ai 1.2.9: run it from the compat venv
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -59,12 +60,28 @@ def import_cookbook(path: Path):
     return ckpts, client
 
 
-def cookbook_driver_class(path: str | None) -> type:
+def cookbook_driver_class(path: str | None, base: type | None = None) -> type:
+    """`base` (default CookbookDriver) bound to the checkout at `path` (else $FWEMU_COOKBOOK, ../shared/cookbook)."""
+    base = base or CookbookDriver
     root = checkout_path(path)
     ckpts, client = import_cookbook(root)
-    return type("CookbookDriver", (CookbookDriver,), {"checkout": str(root),
-                                                       "checkpoints_class": ckpts.TrainingCheckpoints,
-                                                       "client_class": client.ReconnectableClient})
+    return type(base.__name__, (base,), {"checkout": str(root), "checkpoints_class": ckpts.TrainingCheckpoints,
+                                         "client_class": client.ReconnectableClient})
+
+
+def load_script(root: Path, relpath: str):
+    """A cookbook script (not a package module) loaded once from its file in the checkout."""
+    path = root / relpath
+    name = f"fwemu_cookbook_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or not path.is_file():
+        raise DriverSpecError(f"--driver: {path} is not in the cookbook checkout")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
 
 
 def _short(name: str) -> str:
@@ -135,6 +152,14 @@ class CookbookCheckpoints:
                 sampler = same[-1] if same else None
         return SaveResult(dcp, sampler, tuple(skipped))
 
+    def dataloader_entry(self, name: str) -> tuple[int | None, int] | None:
+        """The cookbook's bookkeeping for `name` as (step, data_consumed): its file holds only
+        data_consumed ({name: int}); the step resume will restore comes from the name."""
+        value = self._dataloader().get(name)
+        if not isinstance(value, int):
+            return None
+        return importlib.import_module("training.utils.checkpoints")._step_from_name(name), value
+
     def _dataloader(self) -> dict:
         try:
             return json.loads((Path(self.log_path) / "dataloader.json").read_text())
@@ -193,6 +218,13 @@ class CookbookDriver(SdkDriver):
     # The cookbook waits for the control plane to list a save; a local emulator lists it at once.
     waits = dict(save_appear_timeout_s=5.0, save_stabilize_s=0.0, save_poll_s=0.01)
 
+    def __init__(self, target, account):
+        if self.checkpoints_class is None:   # named as module:Class: bind the checkout from $FWEMU_COOKBOOK
+            bound = cookbook_driver_class(None, type(self))
+            self.checkout, self.checkpoints_class, self.client_class = (bound.checkout, bound.checkpoints_class,
+                                                                        bound.client_class)
+        super().__init__(target, account)
+
     def checkpoints(self, handle, job_id: str, log_path: str, lora_rank: int) -> CookbookCheckpoints:
         client = None
         if handle is not None:
@@ -202,3 +234,62 @@ class CookbookDriver(SdkDriver):
         inner = self.checkpoints_class(client, self.mgr, trainer_id=job_id, log_path=log_path,
                                        lora_rank=lora_rank, **self.waits)
         return CookbookCheckpoints(inner, client, self.mgr, job_id, log_path)
+
+
+# ----------------------------------------------------------------------------- the promote scripts
+class _ScriptPromote(CookbookCheckpoints):
+    """promote_latest resolved by a function of one of the cookbook's tool scripts, then promoted
+    by its 4-segment name; the rest is the cookbook's TrainingCheckpoints."""
+
+    resolve = None   # (lister, job_id) -> the chosen row's full name
+
+    def promote_latest(self, output_model_id: str, base_model: str):
+        try:
+            full_name = type(self).resolve(self.lister, self.job_id)
+        except (SystemExit, TimeoutError) as exc:   # the scripts' "nothing promotable" exits
+            raise NoPromotableCheckpointError(str(exc)) from exc
+        raw = self.lister.promote_checkpoint(name=full_name, output_model_id=output_model_id, base_model=base_model)
+        return SimpleNamespace(raw=dict(raw))
+
+
+class _ScriptDriver(CookbookDriver):
+    script = ""
+
+    @staticmethod
+    def pick(module, lister, job_id: str) -> str:
+        raise NotImplementedError
+
+    def checkpoints(self, handle, job_id: str, log_path: str, lora_rank: int) -> CookbookCheckpoints:
+        base = super().checkpoints(handle, job_id, log_path, lora_rank)
+        module = load_script(Path(self.checkout), self.script)
+        pick = type(self).pick
+        cls = type("ScriptPromote", (_ScriptPromote,), {"resolve": staticmethod(
+            lambda lister, job: pick(module, lister, job))})
+        return cls(base.inner, base.client, base.lister, base.job_id, base.log_path)
+
+
+class PromoteScriptDriver(_ScriptDriver):
+    """promote_latest = training/examples/tools/promote_checkpoint.py `_resolve_checkpoint(checkpoint_name=None)`."""
+
+    name = "cookbook-promote-script"
+    script = "training/examples/tools/promote_checkpoint.py"
+
+    @staticmethod
+    def pick(module, lister, job_id: str) -> str:
+        return module._resolve_checkpoint(lister, job_id, checkpoint_name=None).full_name
+
+
+class MergeScriptDriver(_ScriptDriver):
+    """promote_latest = merge_lora_and_promote.py `_resolve_merged_checkpoint` with the empty name prefix
+    (every row matches it, so its sort alone picks the row); its 15 s poll sleep is cut to 10 ms and
+    its timeout to 0.2 s (a local emulator lists a save at once)."""
+
+    name = "cookbook-merge-script"
+    script = "training/examples/tools/merge_lora_and_promote.py"
+
+    @staticmethod
+    def pick(module, lister, job_id: str) -> str:
+        import time
+
+        module.time = SimpleNamespace(time=time.time, sleep=lambda s: time.sleep(min(s, 0.01)))
+        return module._resolve_merged_checkpoint(lister, job_id, "", 0.2)["name"]
