@@ -218,12 +218,10 @@ class CookbookDriver(SdkDriver):
     # The cookbook waits for the control plane to list a save; a local emulator lists it at once.
     waits = dict(save_appear_timeout_s=5.0, save_stabilize_s=0.0, save_poll_s=0.01)
 
-    def __init__(self, target, account):
-        if self.checkpoints_class is None:   # named as module:Class: bind the checkout from $FWEMU_COOKBOOK
-            bound = cookbook_driver_class(None, type(self))
-            self.checkout, self.checkpoints_class, self.client_class = (bound.checkout, bound.checkpoints_class,
-                                                                        bound.client_class)
-        super().__init__(target, account)
+    @classmethod
+    def bind(cls) -> type:
+        """Named as module:Class: this class on the checkout of $FWEMU_COOKBOOK (else ../shared/cookbook)."""
+        return cls if cls.checkpoints_class is not None else cookbook_driver_class(None, cls)
 
     def checkpoints(self, handle, job_id: str, log_path: str, lora_rank: int) -> CookbookCheckpoints:
         client = None

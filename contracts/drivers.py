@@ -360,7 +360,8 @@ def driver_class(spec: str | type) -> type:
 
             _CLASSES[spec] = cookbook_driver_class(spec.partition("=")[2] or None)
         else:
-            _CLASSES[spec] = load_driver_class(spec)
+            cls = load_driver_class(spec)
+            _CLASSES[spec] = cls.bind() if callable(getattr(cls, "bind", None)) else cls   # e.g. a CookbookDriver
     return _CLASSES[spec]
 
 

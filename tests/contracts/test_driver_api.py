@@ -70,6 +70,7 @@ class StringTimeDriver(OurDriver):
     (f"{HERE}:HERE", "not a driver class"),
     (f"{HERE}:TeamCheckpoints", "lacks create_job"),
     ("not a spec", "expected client, sdk, cookbook[=PATH] or module:Class"),
+    ("cookbook=/nonexistent", "/nonexistent is not a cookbook checkout"),
 ])
 def test_a_bad_driver_spec_is_one_line_and_exit_2(capsys, spec, words):
     assert main(["contracts", "--driver", spec]) == 2
