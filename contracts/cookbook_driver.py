@@ -119,6 +119,10 @@ class _RecordingClient:
 class CookbookCheckpoints:
     """The cookbook's TrainingCheckpoints behind the interface the contract machine calls."""
 
+    # What the machine should expect of this logic (hooks requested of machine.py; unused until it reads them):
+    save_policy = "resave"                                # a taken name is saved again (L4), never reused or renamed
+    warning_loggers = ("training.utils.checkpoints",)     # where "Corrupt dataloader.json" is logged
+
     def __init__(self, inner, client: _RecordingClient | None, lister, job_id: str, log_path: str):
         self.inner = inner
         self.client = client
