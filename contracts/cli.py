@@ -21,8 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--target", default=None, metavar="URL",
                         help="a running fwemu (or the real service with FIREWORKS_API_KEY); default: in-process")
-    parser.add_argument("--driver", default="client", choices=("client", "sdk"),
-                        help="client under test: our client (default) or the fireworks-ai SDK")
+    parser.add_argument("--driver", default="client", metavar="DRIVER",
+                        help="client under test: client (ours, default), sdk (the fireworks-ai SDK), cookbook[=PATH] "
+                             "(the cookbook's TrainingCheckpoints from a checkout; default $FWEMU_COOKBOOK or "
+                             "../shared/cookbook) or module:Class (your own driver, see contracts/README.md)")
     parser.add_argument("--profile", default="default", choices=("ci", "default", "nightly"),
                         help="examples and program length (ci: 8x20, default: 25x25, nightly: 500x40)")
     parser.add_argument("--max-examples", type=int, default=None, metavar="N", help="override the profile's examples")
@@ -48,6 +50,9 @@ def check_args(args: argparse.Namespace) -> list[str] | None:
         raise ValueError(f"--shrink-seconds {args.shrink_seconds} must be >= 0")
     if args.target and not args.target.startswith(("http://", "https://")):
         raise ValueError(f"--target {args.target!r} is not an http:// or https:// URL")
+    from fwemu.contracts.drivers import driver_class
+
+    driver_class(args.driver)   # DriverSpecError (a ValueError) for a bad spec: exit 2
     if not args.only:
         return None
     from fwemu.contracts.invariants import REGISTRY

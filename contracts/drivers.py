@@ -35,9 +35,7 @@ log = logging.getLogger(__name__)
 # A local emulator never needs a long backoff; keep retries real but fast.
 FAST_RETRY = RetryPolicy(max_retries=4, base_delay_s=0.002, max_delay_s=0.02, max_elapsed_s=15.0, jitter=0.0)
 
-CHECKPOINTS = "checkpoints"   # TrainingCheckpoints rules (R1 auto-resume, R4-R7)
-FAULTS = "faults"             # wire faults (F1)
-CRASH = "crash"               # drop a client without closing it
+from fwemu.contracts.driver_api import CAPS, CHECKPOINTS, CRASH, FAULTS, DriverSpecError, check_driver_class, load_driver_class  # noqa: F401,E501
 
 
 def _noop_sleep(_s: float) -> None:
@@ -181,6 +179,7 @@ class OurHandle:
 class OurDriver:
     name = "client"
     caps = frozenset({CHECKPOINTS, FAULTS, CRASH})
+    checkpoints_class = TrainingCheckpoints   # swap in a subclass to test other checkpoint logic
 
     def __init__(self, target: Target, account: Account, *, faults: bool = True):
         self.target = target
@@ -219,7 +218,7 @@ class OurDriver:
             waits = dict(appear_timeout_s=30.0, poll_s=0.05)
         else:
             waits = dict(appear_timeout_s=0.0, poll_s=0.0, sleep=_noop_sleep)
-        return TrainingCheckpoints(handle.model if handle is not None else None, self.cp, job_id, log_path, lora_rank,
+        return self.checkpoints_class(handle.model if handle is not None else None, self.cp, job_id, log_path, lora_rank,
                                    **waits)
 
     def promote(self, full_name: str, model_id: str) -> dict:
@@ -234,8 +233,17 @@ class OurDriver:
 
 
 # ----------------------------------------------------------------------------- the real SDK
+def _sdk_types():
+    """(Datum, ModelInput, AdamParams): fireworks-ai 1.2.30 re-exports them; 1.2.9 (the cookbook's) has them in tinker."""
+    try:
+        from fireworks.training.sdk import AdamParams, Datum, ModelInput
+    except ImportError:
+        from tinker import AdamParams, Datum, ModelInput
+    return Datum, ModelInput, AdamParams
+
+
 def _sdk_datum(d: dict):
-    from fireworks.training.sdk import Datum, ModelInput
+    Datum, ModelInput, _ = _sdk_types()
 
     tokens = d["model_input"]["chunks"][0]["tokens"]
     inputs = d["loss_fn_inputs"]
@@ -254,8 +262,7 @@ class SdkHandle:
         self.tc = training_client
 
     def train_step(self, datums: list[dict]) -> dict:
-        from fireworks.training.sdk import AdamParams as SdkAdam
-
+        SdkAdam = _sdk_types()[2]
         fb = self.tc.forward_backward([_sdk_datum(d) for d in datums], "cross_entropy")
         op = self.tc.optim_step(SdkAdam(learning_rate=LEARNING_RATE))
         fb.result(timeout=self.TIMEOUT_S)
@@ -334,9 +341,33 @@ class SdkDriver:
         self.mgr = None
 
 
-def make_driver(name: str, target: Target, account: Account):
-    if name in ("client", "ours", "our"):
-        return OurDriver(target, account)
-    if name == "sdk":
-        return SdkDriver(target, account)
-    raise ValueError(f"unknown driver {name!r}: use 'client' or 'sdk'")
+BUILTIN = ("client", "sdk", "cookbook")
+_CLASSES: dict[str, type] = {}
+
+
+def driver_class(spec: str | type) -> type:
+    """`client` | `sdk` | `cookbook` | `cookbook=PATH` | `module:Class` (or a class) -> the driver class.
+    Raises DriverSpecError (one line) for anything else."""
+    if isinstance(spec, type):
+        return check_driver_class(spec, spec.__name__)
+    if spec in ("client", "ours", "our"):
+        return OurDriver
+    if spec == "sdk":
+        return SdkDriver
+    if spec not in _CLASSES:
+        if spec == "cookbook" or spec.startswith("cookbook="):
+            from fwemu.contracts.cookbook_driver import cookbook_driver_class
+
+            _CLASSES[spec] = cookbook_driver_class(spec.partition("=")[2] or None)
+        else:
+            cls = load_driver_class(spec)
+            _CLASSES[spec] = cls.bind() if callable(getattr(cls, "bind", None)) else cls   # e.g. a CookbookDriver
+    return _CLASSES[spec]
+
+
+def driver_caps(spec: str | type) -> frozenset[str]:
+    return frozenset(driver_class(spec).caps)
+
+
+def make_driver(spec: str | type, target: Target, account: Account):
+    return driver_class(spec)(target, account)

@@ -198,12 +198,13 @@ def _settings(max_examples: int, steps: int, shrink: bool):
 
 
 def run_contracts(target: Target | None = None, max_examples: int | None = None, seed: int = 0, *,
-                  driver: str = "client", only: Iterable[str] | None = None, profile: str = "default",
+                  driver: str | type = "client", only: Iterable[str] | None = None, profile: str = "default",
                   steps: int | None = None, shrink: bool = True, machine: bool = True,
                   properties: bool | Iterable[str] = True, progress: Callable[[str], None] | None = None,
                   shrink_seconds: float | None = 60.0) -> Report:
     """Run the contract suite against `target` (default: a fresh in-process emulator).
 
+    `driver`: client | sdk | cookbook[=PATH] | module:Class, or a driver class (contracts/driver_api.py).
     `only`: invariant ids; components that target none of them are left out. `properties`: False,
     True, or the names of the focused properties to run. `shrink_seconds` bounds the shrinking of
     each failure. Never raises for a contract failure: read `report.failed_ids` / `report.ok`.
@@ -222,7 +223,10 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
     only_ids = set(only) if only else None
     started = time.monotonic()
     tally = reset_tally()
-    report = Report(target=target.describe(), driver=driver, seed=seed, max_examples=max_examples,
+    from fwemu.contracts.drivers import driver_class
+
+    driver_cls = driver_class(driver)   # a bad spec raises DriverSpecError before anything starts
+    report = Report(target=target.describe(), driver=driver if isinstance(driver, str) else driver_cls.__name__, seed=seed, max_examples=max_examples,
                     breaks=sorted(target.breaks))
     variants: dict[frozenset, Any] = {}
 
@@ -253,7 +257,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
     wanted_props = None if properties is True else set(properties or ())
     if properties:
         ctx = PropertyContext(config=base_config, variant=variant)
-        probe_driver_caps = _driver_caps(driver)
+        probe_driver_caps = frozenset(driver_cls.caps)
         for prop in PROPERTIES:
             if wanted_props is not None and prop.name not in wanted_props:
                 continue
@@ -264,6 +268,10 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
             if missing:
                 report.components.append(ComponentRun(prop.name, prop.targets, 0, 0.0,
                                                       f"skipped: {prop.why_needed}"))
+                continue
+            if prop.name in OUR_CLIENT_PROPERTIES and not _is_our_client(driver_cls):
+                report.components.append(ComponentRun(prop.name, prop.targets, 0, 0.0,
+                                                      f"skipped: {OUR_CLIENT_PROPERTIES[prop.name]}"))
                 continue
             n = prop.examples or max(2, round(max_examples * prop.weight / 2))
 
@@ -313,19 +321,28 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
         if owned:
             target.close()
 
-    _fill_results(report, tally, failures, target, driver)
+    _fill_results(report, tally, failures, target, driver_cls)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _driver_caps(driver: str) -> frozenset[str]:
-    from fwemu.contracts.drivers import OurDriver, SdkDriver
+# Focused properties that build our client's TrainingCheckpoints / recipes themselves (through
+# `driver.cp`) instead of asking the driver: they test our client, so only drivers built on it run them.
+OUR_CLIENT_PROPERTIES = {
+    "faults": "it drives our client's TrainingCheckpoints and transport directly, not the driver's",
+    "dataloader": "it checks our client's dataloader.json format, not the driver's",
+    "recipe": "it runs our client's sft_loop recipe, not the driver's",
+}
 
-    return OurDriver.caps if driver in ("client", "ours", "our") else SdkDriver.caps
+
+def _is_our_client(driver_cls: type) -> bool:
+    from fwemu.contracts.drivers import OurDriver
+
+    return issubclass(driver_cls, OurDriver)
 
 
-def _fill_results(report: Report, tally, failures: dict, target: Target, driver: str) -> None:
-    driver_caps = _driver_caps(driver)
+def _fill_results(report: Report, tally, failures: dict, target: Target, driver_cls: type) -> None:
+    driver_caps = frozenset(driver_cls.caps)
     for inv_id, inv in REGISTRY.items():
         n = tally.examples(inv_id)
         if inv_id in failures:

@@ -1,0 +1,100 @@
+"""`--driver cookbook`: the real cookbook's TrainingCheckpoints (and its promote scripts) under the contract suite.
+
+Runs in the compat venv (tinker, fireworks-ai 1.2.9):
+    FWEMU_COOKBOOK=... PYTHONPATH=$PWD <venv-python> -m pytest tests/contracts/test_cookbook_driver.py -m compat
+
+`own_bookkeeping` stands in for a hook machine.py does not have yet: R6's dataloader.json check
+reads our client's format ({name: {step, data_consumed}}); the cookbook keeps {name: data_consumed}.
+The fixture makes the check ask the driver (`CookbookCheckpoints.dataloader_entry`) instead, which
+is what the machine should do for any driver that offers it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.compat.venv import cookbook_dir
+
+pytestmark = pytest.mark.compat
+
+COOKBOOK = cookbook_dir()
+if not (COOKBOOK / "training" / "utils" / "checkpoints.py").is_file():
+    pytest.skip(f"no cookbook checkout at {COOKBOOK} (set FWEMU_COOKBOOK)", allow_module_level=True)
+pytest.importorskip("tinker", reason="the cookbook needs the compat venv (scripts/compat_env.sh)")
+
+from fwemu.contracts.drivers import driver_class  # noqa: E402
+from fwemu.contracts.runner import run_contracts  # noqa: E402
+from fwemu.contracts.targets import InProcessTarget  # noqa: E402
+
+SPEC = f"cookbook={COOKBOOK}"
+MIXED = {"mixed-precision-timestamps"}
+
+
+@pytest.fixture
+def own_bookkeeping(monkeypatch):
+    from fwemu.contracts import machine
+    from fwemu.contracts.invariants import R6
+
+    ours = machine.ContractMachine._check_dataloader_file
+
+    def check(self, job, name):
+        if not hasattr(job.ck, "dataloader_entry"):
+            return ours(self, job, name)
+        got, want = job.ck.dataloader_entry(name), job.dataloader[name]
+        R6.require(got == want, f"{job.log_path}/dataloader.json[{name!r}] reads as {got!r} (step, data_consumed); "
+                                f"expected {want}")
+    monkeypatch.setattr(machine.ContractMachine, "_check_dataloader_file", check)
+
+
+def _run(driver, properties, quirks=frozenset()):
+    with InProcessTarget(transport="socket", quirks=quirks) as target:
+        return run_contracts(target, max_examples=2, steps=10, seed=0, driver=driver, properties=properties,
+                             machine=False, shrink=False)
+
+
+def test_the_spec_binds_the_checkouts_own_class():
+    cls = driver_class(SPEC)
+    where = Path(__import__(cls.checkpoints_class.__module__, fromlist=["x"]).__file__).resolve()
+    assert cls.checkpoints_class.__name__ == "TrainingCheckpoints" and COOKBOOK in where.parents
+
+
+def test_the_real_cookbook_passes_promotion_under_mixed_precision(own_bookkeeping):
+    """save(promotable) + promote_latest through the cookbook's class: it sorts by parsed time (R7 holds)."""
+    report = _run(SPEC, ["promotion"], MIXED)
+    assert report.ok, report.table()
+    for inv_id in ("R7", "K3", "K5"):
+        assert report.results[inv_id].status == "pass", report.table()
+
+
+def test_a_broken_copy_that_promotes_ignoring_promotable_fails_r7(own_bookkeeping):
+    base = driver_class(SPEC)
+    import training.utils.checkpoints as real
+
+    class IgnoresPromotable(base.checkpoints_class):
+        """The cookbook's promote_latest without its `promotable` filter: the newest row of any kind."""
+
+        def promote_latest(self, output_model_id, base_model, *, hot_load_deployment_id=None):
+            rows = real._newest_first(self._list_checkpoints())
+            if not rows:
+                raise RuntimeError(f"No promotable checkpoints found for trainer job '{self._trainer_id}'.")
+            return self._fw_client.promote_checkpoint(name=rows[0]["name"], output_model_id=output_model_id,
+                                                      base_model=base_model)
+
+    broken = type("BrokenCookbookDriver", (base,), {"checkpoints_class": IgnoresPromotable})
+    report = _run(broken, ["promotion"])
+    assert "R7" in report.failed_ids, report.table()
+    assert "promote_latest" in report.results["R7"].message, report.table()
+
+
+@pytest.mark.parametrize("script", ["PromoteScriptDriver", "MergeScriptDriver"])
+def test_the_promote_scripts_string_sort_is_caught_only_under_mixed_precision(own_bookkeeping, script):
+    """promote_checkpoint.py `_resolve_checkpoint` and merge_lora_and_promote.py `_resolve_merged_checkpoint`
+    sort createTime strings: right while every stamp has one precision, wrong (R7) when they mix."""
+    spec = f"fwemu.contracts.cookbook_driver:{script}"
+    clean = _run(spec, ["promotion"])
+    assert clean.ok and clean.results["R7"].status == "pass", clean.table()
+    mixed = _run(spec, ["promotion"], MIXED)
+    assert "R7" in mixed.failed_ids, mixed.table()
+    assert "the newest promotable row is" in mixed.results["R7"].message, mixed.table()
