@@ -6,7 +6,7 @@ clients, hypothesis and torch are imported inside the fixtures that need them.
 Options:
   --fw-target URL        run against a running fwemu (or, with FIREWORKS_API_KEY, the real service);
                          default: a fresh in-process emulator
-  --fw-driver NAME       client (our client, default) or sdk (the fireworks-ai SDK)
+  --fw-driver SPEC       client (default), sdk, cookbook[=PATH] or module:Class (contracts/README.md)
   --fw-max-examples N    examples per contract run (default: the "ci" profile)
   --fw-seed S            Hypothesis seed for contract runs (default 0: reproducible)
   --fw-shrink-seconds T  time allowed to shrink one failure (default 60)
@@ -29,8 +29,9 @@ def pytest_addoption(parser):
     group = parser.getgroup("fwemu-contracts", "fwemu contract suite")
     group.addoption("--fw-target", default=None, metavar="URL",
                     help="contract target: URL of a running fwemu or the real service; default in-process")
-    group.addoption("--fw-driver", default="client", choices=("client", "sdk"),
-                    help="client under test: our client (default) or the fireworks-ai SDK")
+    group.addoption("--fw-driver", default="client", metavar="SPEC",
+                    help="client under test: client (ours, default), sdk (the fireworks-ai SDK), cookbook[=PATH] "
+                         "(a cookbook checkout's TrainingCheckpoints) or module:Class (contracts/README.md)")
     group.addoption("--fw-max-examples", type=int, default=None, metavar="N",
                     help="Hypothesis examples per contract run (default: the ci profile)")
     group.addoption("--fw-seed", type=int, default=0, metavar="S", help="Hypothesis seed for contract runs")
@@ -39,6 +40,15 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    spec = config.getoption("--fw-driver", default="client")
+    if spec not in ("client", "sdk"):
+        from fwemu.contracts.driver_api import DriverSpecError
+        from fwemu.contracts.drivers import driver_class
+
+        try:
+            driver_class(spec)
+        except DriverSpecError as exc:
+            raise pytest.UsageError(f"--fw-driver {spec}: {exc}") from None
     config.addinivalue_line("markers", "cloud: needs the real Fireworks service (FIREWORKS_API_KEY + --fw-target)")
 
 

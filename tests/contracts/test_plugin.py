@@ -66,3 +66,11 @@ def test_cloud_tests_run_with_a_key_and_a_target(tmp_path):
     out = _inner_pytest(tmp_path, "--fw-target", "https://api.example.invalid",
                         env={"FIREWORKS_API_KEY": "fw-test-key"})
     assert "2 passed" in out.stdout and "deselected" not in out.stdout, out.stdout + out.stderr
+
+
+def test_a_bad_driver_spec_is_a_usage_error_and_a_module_class_driver_is_accepted(tmp_path):
+    bad = _inner_pytest(tmp_path, "--fw-driver", "no_such_module_xyz:Driver")
+    assert bad.returncode == 4, bad.stdout + bad.stderr          # pytest's usage error: nothing ran
+    assert "--fw-driver no_such_module_xyz:Driver" in bad.stderr, bad.stderr
+    good = _inner_pytest(tmp_path, "--fw-driver", "fwemu.contracts.drivers:OurDriver")
+    assert good.returncode == 0 and "1 passed, 1 deselected" in good.stdout, good.stdout + good.stderr
