@@ -22,7 +22,8 @@ Every rule is decorated with `@counted` (under `@rule`/`@initialize`; `@counted_
 count and `bench/contract_speed.py`. A new rule needs it too (tests/bench checks).
 
 The machine is assembled here from one module per area: rulekit (shared pieces), machine_core
-(setup, clients, resume), rules_training, rules_promotion, rules_lifecycle, rules_faults, checks.
+(setup, clients, resume), rules_training, rules_attempts (R8), rules_promotion, rules_preconditions (K7),
+rules_lifecycle (L3, L5), rules_bytes (K1, K8), rules_faults, checks.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ from fwemu.contracts.checks import ServerChecks
 from fwemu.contracts.machine_core import MachineCore
 from fwemu.contracts.rulekit import (BAD_MODEL_IDS, MAX_JOBS, STEPS, MachineConfig, SavePlan, StepTally, counted,
                                      counted_check, expect_ok)
+from fwemu.contracts.rules_attempts import AttemptRules
+from fwemu.contracts.rules_bytes import BytesRules
 from fwemu.contracts.rules_faults import FaultRules
 from fwemu.contracts.rules_lifecycle import LifecycleRules
+from fwemu.contracts.rules_preconditions import PreconditionRules
 from fwemu.contracts.rules_promotion import PromotionRules
 from fwemu.contracts.rules_training import TrainingRules
 
@@ -40,7 +44,8 @@ __all__ = ["BAD_MODEL_IDS", "MAX_JOBS", "STEPS", "ContractMachine", "MachineConf
            "counted", "counted_check", "expect_ok", "make_machine"]
 
 
-class ContractMachine(TrainingRules, PromotionRules, LifecycleRules, FaultRules, ServerChecks, MachineCore):
+class ContractMachine(TrainingRules, AttemptRules, PromotionRules, PreconditionRules, LifecycleRules, BytesRules,
+                      FaultRules, ServerChecks, MachineCore):
     """Rules act through the driver; the model predicts; invariants compare after every step."""
 
 

@@ -43,6 +43,7 @@ class MachineCore(RuleBasedStateMachine):
         self._verdicts: dict[tuple[str, str], str | None] = {}   # (path, fingerprint) -> kind
         self._paged: dict[str, tuple] = {}                      # job -> listing last checked for pagination
         self._models_checked = 0
+        self._restart_seq = 0                                   # world.seq at the last restart
 
     # ------------------------------------------------------------------ helpers
     def has(self, cap: str) -> bool:
@@ -103,6 +104,16 @@ class MachineCore(RuleBasedStateMachine):
         job.data_consumed += size
         job.step += 1
         self._check_lineage(job, f"after step {job.step}")
+
+    def _busy(self, job: JobModel, want=lambda r: True) -> JobModel:
+        """`job` if it has a row `want` accepts, else the live job with the most such rows: rules that
+        act on a job's rows spend their step on a job that has some (the printed program names the
+        drawn job; the rule's message names the one it used)."""
+        if any(want(r) for r in job.certain_rows()) or job.deleted:
+            return job
+        live = [j for j in self.world.jobs if not j.deleted]
+        best = max(live, key=lambda j: sum(1 for r in j.certain_rows() if want(r)), default=job)
+        return best if any(want(r) for r in best.certain_rows()) else job
 
     def _live(self, job: JobModel):
         """The job's training client; after a restart or crash, reconnect and resume like a user would."""

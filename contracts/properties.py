@@ -27,6 +27,7 @@ from fwemu.contracts.drivers import CHECKPOINTS, CRASH, FAULTS
 from fwemu.contracts.faults import FAULT_KINDS
 from fwemu.contracts.invariants import R2, R3, R5, R6
 from fwemu.contracts.machine import BAD_MODEL_IDS, ContractMachine, MachineConfig, make_machine
+from fwemu.contracts.rules_preconditions import BROKEN, PATHS
 from fwemu.contracts.targets import CLOCK, FAULT_API, RESTART, REWRITE
 
 
@@ -179,6 +180,9 @@ def _promotion(ctx: PropertyContext):
             m.promote_to_invalid_id(0, bad_id)
             m.promote_to_existing_id(0, 0)
             m.promote_race(0, racers)
+            for path in PATHS:                 # every precondition down every promote path (K7)
+                for broken in BROKEN:
+                    m.promote_precondition(0, broken, path)
             if CHECKPOINTS in m.driver.caps:
                 m.promote_latest(job)
                 empty = m._new_job(lora)
@@ -220,10 +224,11 @@ def _listing(ctx: PropertyContext):
 
 # ------------------------------------------------------------------------------ L3
 def _retention(ctx: PropertyContext):
-    @given(lora=st.booleans(), restart=st.booleans())
-    @example(lora=False, restart=True)
-    @example(lora=True, restart=False)
-    def deleted_jobs_keep_rows_for_the_window(lora, restart):
+    @given(lora=st.booleans(), restart=st.booleans(),
+           shares=st.lists(st.sampled_from([0.3, 0.6, 0.99]), min_size=1, max_size=2))
+    @example(lora=False, restart=True, shares=[0.3, 0.99])
+    @example(lora=True, restart=False, shares=[0.6])
+    def deleted_jobs_keep_rows_for_the_window(lora, restart, shares):
         with machine_of(ctx) as m:
             job = m._new_job(lora)
             m.train(job, 1, 1)
@@ -238,6 +243,9 @@ def _retention(ctx: PropertyContext):
             for i in range(len(job.certain_rows())):
                 m.promote_any_row(i)      # promotable rows still promote; the others are still refused
             if m.has(CLOCK):
+                for share in shares:      # part-way into the window, then just before its end (L5)
+                    m.advance_inside_retention(share)
+                    m.check_server_state()
                 m.expire_deleted_jobs()
                 m.check_server_state()    # NOT_FOUND now
                 m.promote_any_row(0)
@@ -247,9 +255,11 @@ def _retention(ctx: PropertyContext):
 # ------------------------------------------------------------------------------ K1 (bytes)
 def _writer_lies(ctx: PropertyContext):
     """Rows whose bytes are replaced by another kind's: the listing follows the bytes."""
-    @given(pick=st.integers(0, 20), donor=st.integers(0, 20), promote=st.booleans())
-    @example(pick=0, donor=0, promote=True)
-    def listing_follows_the_bytes(pick, donor, promote):
+    @given(pick=st.integers(0, 20), donor=st.integers(0, 20), promote=st.booleans(),
+           changes=st.lists(st.sampled_from(["garbage", "other-kind"]), max_size=2))
+    @example(pick=0, donor=0, promote=True, changes=["garbage", "other-kind"])
+    @example(pick=1, donor=3, promote=False, changes=["other-kind", "garbage"])
+    def listing_follows_the_bytes(pick, donor, promote, changes):
         with machine_of(ctx) as m:
             full, lora = m._new_job(False), m._new_job(True)
             for job in (full, lora):
@@ -257,12 +267,47 @@ def _writer_lies(ctx: PropertyContext):
                 m.sampler_save(job, "base")
                 m.sampler_save(job, "delta")
             m.check_server_state()
-            m.rewrite_row_bytes(pick, donor)
-            m.check_server_state()
+            # Garbage first: a listing that trusts the writer's label still drops it (K1 is left to
+            # the rewrite below), one that never judges again keeps it (K8).
+            for to in sorted(changes, key=lambda c: c != "garbage"):
+                if to == "other-kind":
+                    m.rewrite_row_bytes(pick, donor)
+                    m.check_server_state()
+                m.change_listed_bytes(pick, to)   # bytes change after the row was listed (K8)
+                m.check_server_state()
+            if not changes:
+                m.rewrite_row_bytes(pick, donor)
+                m.check_server_state()
             if promote:
                 for i in range(6):
                     m.promote_any_row(i)
     return listing_follows_the_bytes
+
+
+# ------------------------------------------------------------------------------ R8
+def _attempts(ctx: PropertyContext):
+    """Two attempts of one step with different weights (step-2, then step-2-1 after going back to
+    step-1 and training step 2 on a different batch): a load by name gets exactly the one named."""
+    @given(lora=st.booleans(), size=st.integers(2, 3), first=st.sampled_from(["save", "state"]))
+    @example(lora=False, size=2, first="save")
+    @example(lora=True, size=3, first="state")
+    def a_load_gets_the_attempt_named(lora, size, first):
+        with machine_of(ctx) as m:
+            job = m._new_job(lora)
+            m.train(job, 1, 1)
+            m.save(job, True, False)          # step-1
+            m.train(job, 1, 1)
+            if first == "save":
+                m.save(job, True, False)      # step-2 (weights A)
+            else:
+                m.save_state(job)
+            m.check_server_state()
+            m.retry_step(job, 0, size)        # back to step-1, step 2 on `size` examples: step-2-1 (weights B)
+            m.check_server_state()
+            for row in reversed(job.certain_rows()):
+                if row.resumable:
+                    m._load_named(job, row, "every resumable row, newest first")
+    return a_load_gets_the_attempt_named
 
 
 # ------------------------------------------------------------------------------ F1
@@ -471,12 +516,14 @@ PROPERTIES: list[Property] = [
     Property("cross-job-init", ("R4",), _cross_job, weight=0.5, driver_caps=(CHECKPOINTS,),
              why_needed="init_from_checkpoint is TrainingCheckpoints' (our client)"),
     Property("chain", ("K1", "K2", "K4"), _chain),
-    Property("promotion", ("K3", "K5", "K6", "R7"), _promotion),
+    Property("promotion", ("K3", "K5", "K6", "K7", "R7"), _promotion),
     Property("listing", ("L1", "L2"), _listing),
     Property("replace", ("L4",), _replace, weight=0.5),
-    Property("retention", ("L3",), _retention),
-    Property("writer-lies", ("K1",), _writer_lies, needs=(REWRITE,),
+    Property("retention", ("L3", "L5"), _retention),
+    Property("writer-lies", ("K1", "K8"), _writer_lies, needs=(REWRITE,),
              why_needed="needs write access to the blob store"),
+    Property("attempts", ("R8",), _attempts, weight=0.2, driver_caps=(CHECKPOINTS,),
+             why_needed="saves under a free name are TrainingCheckpoints' (our client)"),
     Property("faults", ("F1",), _faults, driver_caps=(FAULTS, CHECKPOINTS),
              why_needed="needs our client (its transport takes the faults)"),
     Property("dataloader", ("R6",), _dataloader, weight=0.5, driver_caps=(CHECKPOINTS,),

@@ -121,4 +121,23 @@ class _CaptureWarnings(logging.Handler):
 
 
 
-jobs = Bundle("jobs")   # shared by every rule module: rules draw jobs from it, create_job adds to it
+jobs = Bundle("jobs")
+
+
+# Preconditions shared by rule modules. A rule that would do nothing (no row to promote, nothing
+# saved since the last restart) is disabled rather than run as a no-op step: Hypothesis favours
+# the rules it sorts first (fewest arguments), and a no-op it favours eats the step budget.
+def live_rows(machine, want=lambda r: True) -> bool:
+    return any(want(r) for j in machine.world.jobs if not j.purged for r in j.certain_rows())
+
+
+def has_rows(machine) -> bool:
+    return live_rows(machine)
+
+
+def has_promotable(machine) -> bool:
+    return live_rows(machine, lambda r: r.promotable)
+
+
+def has_resumable(machine) -> bool:
+    return live_rows(machine, lambda r: r.resumable)   # shared by every rule module: rules draw jobs from it, create_job adds to it

@@ -15,7 +15,7 @@ from fwemu.contracts.drivers import FAULTS
 from fwemu.contracts.faults import FAULT_KINDS
 from fwemu.contracts.invariants import F1, R7, InvariantViolation, tally
 from fwemu.contracts.model import JobModel, RowModel, dcp_kind, sampler_kind
-from fwemu.contracts.rulekit import counted, expect_ok, jobs
+from fwemu.contracts.rulekit import counted, expect_ok, has_rows, jobs
 from fwemu.contracts.targets import FAULT_API
 
 
@@ -30,7 +30,7 @@ class FaultRules:
         "list": [r"/checkpoints$"],
     }
 
-    @precondition(lambda self: FAULTS in self.driver.caps)
+    @precondition(lambda self: FAULTS in self.driver.caps and has_rows(self))
     @rule(job=jobs, op=st.sampled_from(sorted(_FAULT_OPS)), kind=st.sampled_from(FAULT_KINDS),
           which=st.integers(0, 3))
     @counted
@@ -38,6 +38,7 @@ class FaultRules:
         """One call of the op fails on the wire (503, delay, dropped before sending, or dropped after the
         server answered). A retrying client must still succeed when the server never saw the call; in
         every case the server state stays valid (the invariants run next) and errors are clear (F1)."""
+        job = self._busy(job)
         self._live(job)
         patterns = self._FAULT_OPS[op]
         armed: list = []
@@ -164,12 +165,14 @@ class FaultRules:
         F1.require(outcome is None, f"{op} after the server did {operation} and answered 503: the client did "
                                     f"not recover: {type(outcome).__name__}: {outcome}")
 
-    @precondition(lambda self: self.has(FAULT_API) and self.config.fault_api and FAULTS in self.driver.caps)
+    @precondition(lambda self: self.has(FAULT_API) and self.config.fault_api and FAULTS in self.driver.caps
+                  and has_rows(self))
     @rule(job=jobs)
     @counted
     def preempt_trainer(self, job):
         """The trainer's machine is taken away mid-run (fault API "preempt"): the job fails, the live
         client errors; :resume, reconnect and resume must restore the last resumable state (F1, R1)."""
+        job = self._busy(job, lambda r: r.resumable)
         self._live(job)
         self._server_fault({"operation": "forward_backward", "action": "preempt", "job": job.job_id})
         previous = (job.origin, job.steps)

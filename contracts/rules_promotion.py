@@ -14,7 +14,7 @@ from fwemu.contracts import invariants as inv
 from fwemu.contracts.drivers import CHECKPOINTS
 from fwemu.contracts.invariants import K3, K5, K6, L3, R7, tally
 from fwemu.contracts.model import JobModel, ModelRecord, RowModel
-from fwemu.contracts.rulekit import BAD_MODEL_IDS, _read_files, counted, expect_ok, jobs
+from fwemu.contracts.rulekit import BAD_MODEL_IDS, _read_files, counted, expect_ok, has_promotable, has_rows, jobs
 from fwemu.contracts.targets import BLOBS
 
 
@@ -77,6 +77,7 @@ class PromotionRules:
         files = _read_files(self.target.model_dir(self.obs.account, model_id)) if self.has(BLOBS) else None
         self.world.models[model_id] = ModelRecord(model_id, job.job_id, row.name, row.kind, fetched, files)
 
+    @precondition(lambda self: any(j.certain_rows() for j in self.world.jobs))
     @rule(pick=st.integers(0, 100))
     @counted
     def promote_any_row(self, pick):
@@ -104,6 +105,7 @@ class PromotionRules:
             got, _ = self.obs.get_model(model_id)
             K3.require(got == 404, f"refused promote of {row.name} still created model {model_id} (GET: {got})")
 
+    @precondition(has_promotable)
     @rule(pick=st.integers(0, 100))
     @counted
     def promote_with_driver(self, pick):
@@ -118,7 +120,7 @@ class PromotionRules:
                                                 f"/checkpoints/{row.name}", model_id)
         self._accept_model(model_id, job, row, record)
 
-    @precondition(lambda self: CHECKPOINTS in self.driver.caps)
+    @precondition(lambda self: CHECKPOINTS in self.driver.caps and has_rows(self))
     @rule(job=jobs)
     @counted
     def promote_latest(self, job):
@@ -147,6 +149,7 @@ class PromotionRules:
                        f"promote_latest on job {job.job_id} promoted {source}, the newest promotable row is {want.name}")
         self._accept_model(model_id, job, want, dict(model.raw))
 
+    @precondition(has_promotable)
     @rule(pick=st.integers(0, 100), bad_id=st.sampled_from(BAD_MODEL_IDS))
     @counted
     def promote_to_invalid_id(self, pick, bad_id):
@@ -163,6 +166,7 @@ class PromotionRules:
         after = self._model_names()
         K6.require(after == before, f"a refused promote to {bad_id!r} still changed the models: {sorted(after - before)}")
 
+    @precondition(lambda self: has_promotable(self) and self.world.models)
     @rule(pick=st.integers(0, 100), which=st.integers(0, 100))
     @counted
     def promote_to_existing_id(self, pick, which):
@@ -184,6 +188,7 @@ class PromotionRules:
             K6.require(_read_files(self.target.model_dir(self.obs.account, existing)) == files_before,
                        f"a refused promote onto {existing} changed its files")
 
+    @precondition(has_promotable)
     @rule(pick=st.integers(0, 100), racers=st.integers(2, 4))
     @counted
     def promote_race(self, pick, racers):

@@ -13,7 +13,8 @@ from fwemu.client.errors import FwError
 from fwemu.contracts.drivers import CHECKPOINTS, CRASH
 from fwemu.contracts.invariants import F1, K4, L2, L4, R2, R4, R6, tally
 from fwemu.contracts.model import JobModel, RowModel, chain_type, dcp_kind, sampler_kind
-from fwemu.contracts.rulekit import MAX_JOBS, SavePlan, _CaptureWarnings, _read_files, counted, expect_ok, jobs
+from fwemu.contracts.rulekit import (MAX_JOBS, SavePlan, _CaptureWarnings, _read_files, counted, expect_ok,
+                                     has_resumable, jobs)
 from fwemu.contracts.targets import BLOBS
 
 
@@ -46,6 +47,20 @@ class TrainingRules:
         self._live(job)
         for _ in range(steps):
             expect_ok(R2, f"training step {job.step + 1} of job {job.job_id}", self._train_step, job, size)
+
+    @rule(job=jobs)
+    @counted
+    def checkpointed_step(self, job):
+        """One training step, then a resumable + promotable save (TrainingCheckpoints.save, else
+        save_state and a sampler save): the workhorse that gives the other rules rows to act on.
+        One argument, so Hypothesis sorts it among the rules it draws most."""
+        self._live(job)
+        expect_ok(R2, f"training step {job.step + 1} of job {job.job_id}", self._train_step, job, 1)
+        if CHECKPOINTS in self.driver.caps:
+            self.save(job, True, True)
+        else:
+            self.save_state(job)
+            self.sampler_save(job, None)
 
     # ------------------------------------------------------------------ saves
     @precondition(lambda self: CHECKPOINTS in self.driver.caps)
@@ -243,7 +258,8 @@ class TrainingRules:
         self._drop_client(job, crash=False)
         self._reconnect(job, previous)
 
-    @precondition(lambda self: CHECKPOINTS in self.driver.caps and len(self.world.jobs) < MAX_JOBS)
+    @precondition(lambda self: CHECKPOINTS in self.driver.caps and len(self.world.jobs) < MAX_JOBS
+                  and has_resumable(self))
     @rule(target=jobs, src=jobs, pick=st.integers(0, 20))
     @counted
     def init_from_other_job(self, src, pick):
@@ -274,11 +290,12 @@ class TrainingRules:
         self._check_cross_job_init(job, info, src.job_id, row.name)
         return job
 
-    @precondition(lambda self: CHECKPOINTS in self.driver.caps)
+    @precondition(lambda self: CHECKPOINTS in self.driver.caps and has_resumable(self))
     @rule(job=jobs)
     @counted
     def corrupt_dataloader_json(self, job):
         """Garbage in dataloader.json: the next resume starts its bookkeeping fresh, with a warning (R6)."""
+        job = self._busy(job, lambda r: r.resumable)
         path = Path(job.log_path) / "dataloader.json"
         path.write_text("{ this is not json")
         reads_it = any(r.resumable for r in job.certain_rows())  # resume reads the file only then
