@@ -302,11 +302,10 @@ def _attempts(ctx: PropertyContext):
             else:
                 m.save_state(job)
             m.check_server_state()
-            m.retry_step(job, 0, size)        # back to step-1, step 2 on `size` examples: step-2-1 (weights B)
+            # back to step-1, step 2 again on `size` examples: step-2-1 (weights B); then each attempt
+            # of step 2 is loaded by name (retry_step does that)
+            m.retry_step(job, 0, size)
             m.check_server_state()
-            for row in reversed(job.certain_rows()):
-                if row.resumable:
-                    m._load_named(job, row, "every resumable row, newest first")
     return a_load_gets_the_attempt_named
 
 
