@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,17 +50,25 @@ STEPS = StepTally()
 
 
 def _timed(counts: Counter, seconds: Counter) -> Callable[[Callable], Callable]:
+    """Count and time the outermost call only: a rule that runs another rule (checkpointed_step
+    saves through `save`) is one step, and its seconds are counted once, under its own name."""
+    depth = threading.local()
+
     def decorate(fn: Callable) -> Callable:
         name = fn.__name__
 
         @functools.wraps(fn)
         def wrapper(self, *args, **kwargs):
+            if getattr(depth, "n", 0):
+                return fn(self, *args, **kwargs)
             counts[name] += 1
+            depth.n = 1
             t0 = time.perf_counter()
             try:
                 return fn(self, *args, **kwargs)
             finally:
                 seconds[name] += time.perf_counter() - t0
+                depth.n = 0
         wrapper.fwemu_counted = True
         return wrapper
     return decorate
