@@ -96,6 +96,12 @@ K5 = _inv("K5", "promoted-model", "server", """a promoted model is READY, HF_BAS
     HF_PEFT_ADDON (LoRA, with peftDetails.baseModel and r), and its files equal the checkpoint's""")
 K6 = _inv("K6", "model-ids", "server", """an invalid or existing output model id is refused before
     anything is written; two concurrent promotes to one id: exactly one wins""")
+K7 = _inv("K7", "promote-preconditions", "server", """every precondition of promotion (base model equals
+    the job's, row promotable, checkpoint exists, model id valid and free) is enforced on every way a
+    promotion can be asked for: synchronous, long-running operation, and through the client""")
+K8 = _inv("K8", "rejudged", "server", """a row whose stored bytes change out-of-band is judged again: bytes of
+    another kind are listed and promoted as that kind; bytes that are no longer a checkpoint leave the
+    listing and promote answers NOT_FOUND""")
 L1 = _inv("L1", "oldest-first", "server", """rows come oldest createTime first; pagination returns
     every row exactly once""")
 L2 = _inv("L2", "durable", "server", """a row, once listed, stays listed across restarts (until
@@ -105,6 +111,9 @@ L3 = _inv("L3", "deleted-jobs", "server", """a deleted job's checkpoints stay li
 L4 = _inv("L4", "replace", "server", """a save under a name the job already has replaces that row: it
     is listed once, with a later createTime, its kind judged from the new bytes; a model promoted
     from the old bytes keeps its files""")
+L5 = _inv("L5", "inside-retention", "server", """inside the retention window (checked part-way and just
+    before its end, not only right after the delete) every row of a deleted job is still listed and a
+    promotable one still promotes""")
 R1 = _inv("R1", "newest-resumable", "client", """automatic resume loads the newest resumable row
     by parsed time, restores weights and optimizer state, the step, and data_consumed""")
 R2 = _inv("R2", "equivalence", "client", """training N steps straight gives the same weights as
@@ -119,6 +128,9 @@ R6 = _inv("R6", "dataloader.json", "client", """keyed by the listed name (rename
     capped at 20 entries, a corrupt file starts fresh with a warning""")
 R7 = _inv("R7", "no-promotable", "client", """promote_latest with no promotable row fails with a
     clear message and promotes nothing""")
+R8 = _inv("R8", "load-what-is-named", "client", """loading a checkpoint by name restores exactly that
+    row's weights, also when another attempt of the same step (a save retried under a free name,
+    step-N-1) holds different weights""")
 F1 = _inv("F1", "faults", "faults", """a fault in any single call leaves the server state valid, and
     the client retries to success or fails with a clear error""")
 F2 = _inv("F2", "catches-broken-target", "faults", """against an emulator with one rule broken on

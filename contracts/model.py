@@ -91,6 +91,7 @@ class JobModel:
     index: int
     rows: dict[str, RowModel] = field(default_factory=dict)
     deleted: bool = False
+    deleted_age_s: float = 0.0      # L5: how far the clock moved since the delete
     purged: bool = False
     handle: Any = None
     sampler_saved: bool = False     # chain state of the live training client

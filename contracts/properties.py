@@ -12,9 +12,7 @@ target the requested ids.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,13 +20,14 @@ from typing import Callable
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fwemu.contracts import invariants as inv
 from fwemu.contracts.drivers import CHECKPOINTS, CRASH, FAULTS
 from fwemu.contracts.faults import FAULT_KINDS
-from fwemu.contracts.invariants import R2, R3, R5, R6
+from fwemu.contracts.invariants import R6
 from fwemu.contracts.machine import BAD_MODEL_IDS, ContractMachine, MachineConfig, make_machine
 from fwemu.contracts.hot_load_chain import save_and_hotload_chain
+from fwemu.contracts.property_recipe import _recipe
 from fwemu.contracts.resharding import resharded_resume
+from fwemu.contracts.rules_preconditions import BROKEN, PATHS
 from fwemu.contracts.targets import CLOCK, FAULT_API, RANKS, RESTART, REWRITE
 
 
@@ -182,6 +181,9 @@ def _promotion(ctx: PropertyContext):
             m.promote_to_invalid_id(0, bad_id)
             m.promote_to_existing_id(0, 0)
             m.promote_race(0, racers)
+            for path in PATHS:                 # every precondition down every promote path (K7)
+                for broken in BROKEN:
+                    m.promote_precondition(0, broken, path)
             if CHECKPOINTS in m.driver.caps:
                 m.promote_latest(job)
                 empty = m._new_job(lora)
@@ -223,10 +225,11 @@ def _listing(ctx: PropertyContext):
 
 # ------------------------------------------------------------------------------ L3
 def _retention(ctx: PropertyContext):
-    @given(lora=st.booleans(), restart=st.booleans())
-    @example(lora=False, restart=True)
-    @example(lora=True, restart=False)
-    def deleted_jobs_keep_rows_for_the_window(lora, restart):
+    @given(lora=st.booleans(), restart=st.booleans(),
+           shares=st.lists(st.sampled_from([0.3, 0.6, 0.99]), min_size=1, max_size=2))
+    @example(lora=False, restart=True, shares=[0.3, 0.99])
+    @example(lora=True, restart=False, shares=[0.6])
+    def deleted_jobs_keep_rows_for_the_window(lora, restart, shares):
         with machine_of(ctx) as m:
             job = m._new_job(lora)
             m.train(job, 1, 1)
@@ -241,6 +244,9 @@ def _retention(ctx: PropertyContext):
             for i in range(len(job.certain_rows())):
                 m.promote_any_row(i)      # promotable rows still promote; the others are still refused
             if m.has(CLOCK):
+                for share in shares:      # part-way into the window, then just before its end (L5)
+                    m.advance_inside_retention(share)
+                    m.check_server_state()
                 m.expire_deleted_jobs()
                 m.check_server_state()    # NOT_FOUND now
                 m.promote_any_row(0)
@@ -250,9 +256,11 @@ def _retention(ctx: PropertyContext):
 # ------------------------------------------------------------------------------ K1 (bytes)
 def _writer_lies(ctx: PropertyContext):
     """Rows whose bytes are replaced by another kind's: the listing follows the bytes."""
-    @given(pick=st.integers(0, 20), donor=st.integers(0, 20), promote=st.booleans())
-    @example(pick=0, donor=0, promote=True)
-    def listing_follows_the_bytes(pick, donor, promote):
+    @given(pick=st.integers(0, 20), donor=st.integers(0, 20), promote=st.booleans(),
+           changes=st.lists(st.sampled_from(["garbage", "other-kind"]), max_size=2))
+    @example(pick=0, donor=0, promote=True, changes=["garbage", "other-kind"])
+    @example(pick=1, donor=3, promote=False, changes=["other-kind", "garbage"])
+    def listing_follows_the_bytes(pick, donor, promote, changes):
         with machine_of(ctx) as m:
             full, lora = m._new_job(False), m._new_job(True)
             for job in (full, lora):
@@ -260,12 +268,46 @@ def _writer_lies(ctx: PropertyContext):
                 m.sampler_save(job, "base")
                 m.sampler_save(job, "delta")
             m.check_server_state()
-            m.rewrite_row_bytes(pick, donor)
-            m.check_server_state()
+            # Garbage first: a listing that trusts the writer's label still drops it (K1 is left to
+            # the rewrite below), one that never judges again keeps it (K8).
+            for to in sorted(changes, key=lambda c: c != "garbage"):
+                if to == "other-kind":
+                    m.rewrite_row_bytes(pick, donor)
+                    m.check_server_state()
+                m.change_listed_bytes(pick, to)   # bytes change after the row was listed (K8)
+                m.check_server_state()
+            if not changes:
+                m.rewrite_row_bytes(pick, donor)
+                m.check_server_state()
             if promote:
                 for i in range(6):
                     m.promote_any_row(i)
     return listing_follows_the_bytes
+
+
+# ------------------------------------------------------------------------------ R8
+def _attempts(ctx: PropertyContext):
+    """Two attempts of one step with different weights (step-2, then step-2-1 after going back to
+    step-1 and training step 2 on a different batch): a load by name gets exactly the one named."""
+    @given(lora=st.booleans(), size=st.integers(2, 3), first=st.sampled_from(["save", "state"]))
+    @example(lora=False, size=2, first="save")
+    @example(lora=True, size=3, first="state")
+    def a_load_gets_the_attempt_named(lora, size, first):
+        with machine_of(ctx) as m:
+            job = m._new_job(lora)
+            m.train(job, 1, 1)
+            m.save(job, True, False)          # step-1
+            m.train(job, 1, 1)
+            if first == "save":
+                m.save(job, True, False)      # step-2 (weights A)
+            else:
+                m.save_state(job)
+            m.check_server_state()
+            # back to step-1, step 2 again on `size` examples: step-2-1 (weights B); then each attempt
+            # of step 2 is loaded by name (retry_step does that)
+            m.retry_step(job, 0, size)
+            m.check_server_state()
+    return a_load_gets_the_attempt_named
 
 
 # ------------------------------------------------------------------------------ F1
@@ -343,105 +385,6 @@ def _dataloader(ctx: PropertyContext):
     return dataloader_json_follows_listed_names
 
 
-# ------------------------------------------------------------------------------ R2, R3, R5 (recipe)
-def _write_dataset(path: Path, n: int) -> None:
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"q{i}?"},
-                                      {"role": "assistant", "content": f"a{i * 3 % 7}."}]}) for i in range(n)]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _recipe(ctx: PropertyContext):
-    """The sft_loop recipe end to end: a save every n steps (none with 0), a final resumable +
-    promotable save, promotion of the newest promotable row, an interrupted run that finishes with
-    the same weights as a straight one, and a rerun that says the model exists instead of skipping."""
-    @given(interval=st.integers(0, 3), steps=st.integers(2, 5), interrupt_at=st.integers(1, 4), lora=st.booleans())
-    @example(interval=2, steps=5, interrupt_at=3, lora=False)
-    def recipe_saves_resumes_and_promotes(interval, steps, interrupt_at, lora):
-        from fwemu.client.control_plane import ControlPlaneClient
-        from fwemu.client.recipes.sft_loop import Config, WeightSyncConfig, main
-
-        interrupt_at = min(interrupt_at, steps - 1)
-        with machine_of(ctx) as m, tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "data.jsonl"
-            _write_dataset(data, steps * 2)
-            transport = m.target.transport()
-
-            def config(log: str, model_id: str | None) -> Config:
-                return Config(log_path=str(Path(tmp) / log), base_model=m.target.base_model, dataset=str(data),
-                              output_model_id=model_id, lora_rank=4 if lora else 0, batch_size=2,
-                              max_steps=steps, weight_sync=WeightSyncConfig(dcp_save_interval=interval),
-                              base_url=m.target.base_url, api_key=m.account.api_key, transport=transport,
-                              ready_poll_s=0.01, progress=False)
-
-            def stop_at(event):
-                if event.step == interrupt_at:
-                    raise KeyboardInterrupt
-
-            quiet = contextlib.redirect_stderr(io.StringIO())
-            with quiet:
-                straight = main(config("straight", m.world.fresh("m")))
-            out = io.StringIO()
-            with contextlib.redirect_stderr(out):
-                try:
-                    main(config("interrupted", None), on_step=stop_at)
-                except KeyboardInterrupt:
-                    pass
-                else:
-                    R2.fail(f"the recipe was not interrupted at step {interrupt_at}")
-                model_id = m.world.fresh("m")
-                resumed = main(config("interrupted", model_id))
-            said = io.StringIO()
-            with contextlib.redirect_stderr(said):
-                rerun = main(config("interrupted", model_id))
-            cp = ControlPlaneClient(m.target.base_url, m.account.api_key, transport=transport)
-            try:
-                _check_recipe(m, cp, straight, resumed, rerun, said.getvalue(), interval, steps, interrupt_at,
-                              model_id)
-            finally:
-                cp.close()
-    return recipe_saves_resumes_and_promotes
-
-
-def _check_recipe(m, cp, straight, resumed, rerun, stderr, interval, steps, interrupt_at, model_id) -> None:
-    rows = cp.list_checkpoints(resumed["job_id"])
-    resumable = [r.short_name for r in rows if r.resumable]
-    want = [f"step-{s}" for s in range(interval, steps, interval)] if interval else []
-    want_interrupted = [n for n in want if int(n.split("-")[1]) <= interrupt_at]
-    R3.require(set(want) <= set(resumable) and f"step-{steps}" in resumable,
-               f"dcp_save_interval={interval}, {steps} steps: resumable rows {resumable}, expected {want} "
-               f"plus the final step-{steps}")
-    extra = sorted(set(resumable) - set(want) - {f"step-{steps}"})
-    R3.require(not extra, f"dcp_save_interval={interval}: unexpected resumable rows {extra}")
-    expected_from = want_interrupted[-1] if want_interrupted else None
-    R3.require(resumed["resumed_from"] == expected_from,
-               f"interrupted at step {interrupt_at} with dcp_save_interval={interval}: the rerun resumed from "
-               f"{resumed['resumed_from']}, expected {expected_from or 'a fresh start at step 0'}")
-    R5.require(resumed["final_checkpoint"] in resumable and resumed["final_sampler_checkpoint"]
-               in {r.short_name for r in rows if r.promotable},
-               f"the finished run's final save is {resumed['final_checkpoint']} / "
-               f"{resumed['final_sampler_checkpoint']}; expected a listed resumable and a listed promotable row")
-    newest = max((r for r in rows if r.promotable), key=lambda r: r.create_time)
-    model = cp.get_model(model_id)
-    R5.require(model.state == "READY", f"the recipe's promoted model {model_id} is {model.state}")
-    source = model.raw.get("sourceCheckpoint")
-    if source is not None:
-        R5.require(source == newest.name, f"the recipe promoted {source}; the newest promotable row is {newest.name}")
-    R5.require(rerun["promoted_model"] == model.name and model_id in stderr,
-               f"a rerun of the finished run returned promoted_model={rerun['promoted_model']!r} and said "
-               f"{stderr[-300:]!r}; it must name the existing model {model.name}, not skip in silence")
-    # R2 end to end: the interrupted-and-resumed run ends on the same weights as the straight run.
-    probes = []
-    for run in (straight, resumed):
-        handle = m.driver.connect(run["job_id"], cp.get_job(run["job_id"]).lora_rank)
-        try:
-            handle.load_state(run["final_checkpoint"], optimizer=False)
-            probes.append(handle.probe())
-        finally:
-            handle.close()
-    inv.check_probe(R2, f"sft_loop interrupted at step {interrupt_at} and resumed (dcp_save_interval={interval}) "
-                        f"vs the same config run straight", probes[1], probes[0])
-
-
 # ------------------------------------------------------------------------------ L4
 def _replace(ctx: PropertyContext):
     """Save again under a taken name: a DCP save at the same step (the cookbook's final save) and a
@@ -474,12 +417,14 @@ PROPERTIES: list[Property] = [
     Property("cross-job-init", ("R4",), _cross_job, weight=0.5, driver_caps=(CHECKPOINTS,),
              why_needed="init_from_checkpoint is TrainingCheckpoints' (our client)"),
     Property("chain", ("K1", "K2", "K4"), _chain),
-    Property("promotion", ("K3", "K5", "K6", "R7"), _promotion),
+    Property("promotion", ("K3", "K5", "K6", "K7", "R7"), _promotion),
     Property("listing", ("L1", "L2"), _listing),
     Property("replace", ("L4",), _replace, weight=0.5),
-    Property("retention", ("L3",), _retention),
-    Property("writer-lies", ("K1",), _writer_lies, needs=(REWRITE,),
+    Property("retention", ("L3", "L5"), _retention),
+    Property("writer-lies", ("K1", "K8"), _writer_lies, needs=(REWRITE,),
              why_needed="needs write access to the blob store"),
+    Property("attempts", ("R8",), _attempts, weight=0.2, driver_caps=(CHECKPOINTS,),
+             why_needed="saves under a free name are TrainingCheckpoints' (our client)"),
     Property("faults", ("F1",), _faults, driver_caps=(FAULTS, CHECKPOINTS),
              why_needed="needs our client (its transport takes the faults)"),
     Property("dataloader", ("R6",), _dataloader, weight=0.5, driver_caps=(CHECKPOINTS,),
