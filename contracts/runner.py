@@ -273,7 +273,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
                 report.components.append(ComponentRun(prop.name, prop.targets, 0, 0.0,
                                                       f"skipped: {OUR_CLIENT_PROPERTIES[prop.name]}"))
                 continue
-            n = prop.examples or max(2, round(max_examples * prop.weight / 2))
+            n = prop.examples or max(2, round(max_examples * prop.weight / 4))
 
             def prop_test(prop=prop, n=n):
                 test = prop.build(ctx)

@@ -3,10 +3,8 @@
 Runs in the compat venv (tinker, fireworks-ai 1.2.9):
     FWEMU_COOKBOOK=... PYTHONPATH=$PWD <venv-python> -m pytest tests/contracts/test_cookbook_driver.py -m compat
 
-`own_bookkeeping` stands in for a hook machine.py does not have yet: R6's dataloader.json check
-reads our client's format ({name: {step, data_consumed}}); the cookbook keeps {name: data_consumed}.
-The fixture makes the check ask the driver (`CookbookCheckpoints.dataloader_entry`) instead, which
-is what the machine should do for any driver that offers it.
+R6's dataloader.json check asks the driver's checkpoints object (`dataloader_entry`) where it has
+one: the cookbook keeps {name: data_consumed}, our client {name: {step, data_consumed}}.
 """
 
 from __future__ import annotations
@@ -32,22 +30,6 @@ SPEC = f"cookbook={COOKBOOK}"
 MIXED = {"mixed-precision-timestamps"}
 
 
-@pytest.fixture
-def own_bookkeeping(monkeypatch):
-    from fwemu.contracts import machine
-    from fwemu.contracts.invariants import R6
-
-    ours = machine.ContractMachine._check_dataloader_file
-
-    def check(self, job, name):
-        if not hasattr(job.ck, "dataloader_entry"):
-            return ours(self, job, name)
-        got, want = job.ck.dataloader_entry(name), job.dataloader[name]
-        R6.require(got == want, f"{job.log_path}/dataloader.json[{name!r}] reads as {got!r} (step, data_consumed); "
-                                f"expected {want}")
-    monkeypatch.setattr(machine.ContractMachine, "_check_dataloader_file", check)
-
-
 def _run(driver, properties, quirks=frozenset()):
     with InProcessTarget(transport="socket", quirks=quirks) as target:
         return run_contracts(target, max_examples=2, steps=10, seed=0, driver=driver, properties=properties,
@@ -60,7 +42,7 @@ def test_the_spec_binds_the_checkouts_own_class():
     assert cls.checkpoints_class.__name__ == "TrainingCheckpoints" and COOKBOOK in where.parents
 
 
-def test_the_real_cookbook_passes_promotion_under_mixed_precision(own_bookkeeping):
+def test_the_real_cookbook_passes_promotion_under_mixed_precision():
     """save(promotable) + promote_latest through the cookbook's class: it sorts by parsed time (R7 holds)."""
     report = _run(SPEC, ["promotion"], MIXED)
     assert report.ok, report.table()
@@ -68,7 +50,7 @@ def test_the_real_cookbook_passes_promotion_under_mixed_precision(own_bookkeepin
         assert report.results[inv_id].status == "pass", report.table()
 
 
-def test_a_broken_copy_that_promotes_ignoring_promotable_fails_r7(own_bookkeeping):
+def test_a_broken_copy_that_promotes_ignoring_promotable_fails_r7():
     base = driver_class(SPEC)
     import training.utils.checkpoints as real
 
@@ -89,7 +71,7 @@ def test_a_broken_copy_that_promotes_ignoring_promotable_fails_r7(own_bookkeepin
 
 
 @pytest.mark.parametrize("script", ["PromoteScriptDriver", "MergeScriptDriver"])
-def test_the_promote_scripts_string_sort_is_caught_only_under_mixed_precision(own_bookkeeping, script):
+def test_the_promote_scripts_string_sort_is_caught_only_under_mixed_precision(script):
     """promote_checkpoint.py `_resolve_checkpoint` and merge_lora_and_promote.py `_resolve_merged_checkpoint`
     sort createTime strings: right while every stamp has one precision, wrong (R7) when they mix."""
     spec = f"fwemu.contracts.cookbook_driver:{script}"
