@@ -45,7 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="processes per trainer model: N > 1 runs FSDP2 over N ranks (gloo on CPU, NCCL on "
                         "CUDA; docs/multirank.md); default env FWEMU_TRAINER_RANKS, else 1")
     p.add_argument("--trainer-precision", choices=["fp32", "bf16"], default=None,
-                   help="trainer parameter precision (bf16: CUDA only); default env FWEMU_TRAINER_PRECISION, else fp32")
+                   help="trainer compute precision (bf16: CUDA only; weights, Adam state and checkpoints stay float32); "
+                        "default env FWEMU_TRAINER_PRECISION, else fp32")
     p.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn's log level (default warning)")
 
 
