@@ -69,6 +69,8 @@ class TrainingRules:
     def save(self, job, resumable, promotable):
         """TrainingCheckpoints.save(step-N, ...): the cookbook's save, with its reuse rules."""
         self._live(job)
+        if self.target.listing_may_lag:   # the client picks a free name from the listing: let it be current
+            self._settle(job)
         if not (resumable or promotable):
             try:
                 job.ck.save(f"step-{job.step}", False, False, job.data_consumed)

@@ -8,7 +8,7 @@ response matches its declared schema and content type, and the store is intact a
 
 Excluded: POST /_emulator/v1/faults (a fuzzed fault plan would crash or fail the server on
 purpose; test_fault_plan.py covers its validation) and POST /_emulator/v1/reset (it would wipe
-the seed). FWEMU_FUZZ_EXAMPLES sets the examples per operation (CI default 80).
+the seed). FWEMU_FUZZ_EXAMPLES sets the examples per operation (CI default 40).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ max-steps = 10
 
 
 def test_fuzz_every_operation_in_every_phase(tmp_path, sample_tars):
-    examples = int(os.environ.get("FWEMU_FUZZ_EXAMPLES", "80"))
+    examples = int(os.environ.get("FWEMU_FUZZ_EXAMPLES", "40"))
     with served() as srv:
         ids = seed(srv.url, sample_tars)
         cfg = tmp_path / "schemathesis.toml"
