@@ -119,8 +119,11 @@ class _RecordingClient:
 class CookbookCheckpoints:
     """The cookbook's TrainingCheckpoints behind the interface the contract machine calls."""
 
-    # What the machine should expect of this logic (hooks requested of machine.py; unused until it reads them):
-    save_policy = "resave"                                # a taken name is saved again (L4), never reused or renamed
+    # What the cookbook's code does where correct checkpoint logics differ (contracts/driver_api.py
+    # POLICIES); the suite holds it to exactly these, and the report lists them.
+    save_policy = "resave"           # save(): save_state(name) always; sampler skipped if `name` is promotable
+    resume_policy = "newest-row"     # _latest_resumable(): newest row; _read_dataloader() -> 0 without an entry
+    init_policy = "init-first"       # resume(): init_from_checkpoint is priority 1, before the run's own rows
     warning_loggers = ("training.utils.checkpoints",)     # where "Corrupt dataloader.json" is logged
 
     def __init__(self, inner, client: _RecordingClient | None, lister, job_id: str, log_path: str):

@@ -21,6 +21,22 @@ directory or PYTHONPATH) and drives the suite through it. A driver is a class wi
 * with `FAULTS`: `plan` (a `contracts.faults.FaultPlan` its transport obeys) and `cp` (our
   `ControlPlaneClient`). With `CRASH`: `handle.abandon()` really leaves the session behind.
 
+Where correct checkpoint logics legitimately differ, its checkpoints object declares which
+behaviour it promises (`POLICIES`; an undeclared one is our client's, the first value of each), and
+the suite holds it to exactly that: a declared policy changes what is expected, never whether the
+loaded weights, step, data position and rows are checked. The report lists the declared ones.
+
+* `resume_policy`: `"newest-committed"` resumes the newest resumable row that has a
+  dataloader.json entry (a newer row without one is a save whose bookkeeping was lost); `"newest-row"`
+  resumes the newest resumable row and restores data_consumed 0 when it has no entry (the cookbook).
+* `init_policy`: `"own-rows-first"` ignores init_from_checkpoint once the run has its own resumable
+  row; `"init-first"` always loads init_from_checkpoint when it is set (the cookbook's documented
+  priority: a rerun with the same config starts from the init row again, at step 0).
+* `save_policy`: `"free-name"` reuses a row known to hold the current weights, else saves under the
+  first free name `name`, `name-1`, ...; `"resave"` always writes the DCP row under `name` (the new
+  row replaces a listed one, L4) and skips the sampler write when a promotable row of that logical
+  name is already listed, whatever weights it holds (the cookbook).
+
 The easy way to write one is to subclass a built-in driver and swap the part under test, e.g.
 `OurDriver` with another `checkpoints_class` (see tests/contracts/test_driver_api.py).
 """
@@ -34,6 +50,12 @@ CHECKPOINTS = "checkpoints"   # TrainingCheckpoints rules (R1 auto-resume, R4-R7
 FAULTS = "faults"             # wire faults (F1)
 CRASH = "crash"               # drop a client without closing it
 CAPS = frozenset({CHECKPOINTS, FAULTS, CRASH})
+
+POLICIES = {
+    "resume_policy": ("newest-committed", "newest-row"),
+    "init_policy": ("own-rows-first", "init-first"),
+    "save_policy": ("free-name", "resave"),
+}
 
 REQUIRED = ("create_job", "connect", "promote", "delete_job", "reconnect", "close")
 _SPEC_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -74,3 +96,18 @@ def check_driver_class(cls, spec: str) -> type:
     if CHECKPOINTS in caps and not callable(getattr(cls, "checkpoints", None)):
         raise DriverSpecError(f"--driver {spec!r}: {cls.__name__} claims {CHECKPOINTS!r} but has no checkpoints()")
     return cls
+
+
+def policy(checkpoints, name: str) -> str:
+    """The `name` policy a checkpoints object declares (its default when it declares none)."""
+    allowed = POLICIES[name]
+    value = getattr(checkpoints, name, None) or allowed[0]
+    if value not in allowed:
+        raise DriverSpecError(f"{type(checkpoints).__name__}.{name} = {value!r}: expected one of {list(allowed)}")
+    return value
+
+
+def declared_policies(checkpoints) -> dict[str, str]:
+    """The policies a checkpoints object declares that differ from the defaults (for the report)."""
+    return {name: policy(checkpoints, name) for name, allowed in POLICIES.items()
+            if policy(checkpoints, name) != allowed[0]}

@@ -154,6 +154,7 @@ class Tally:
         self.examples_by_id: dict[str, set[int]] = defaultdict(set)
         self.checks_by_id: dict[str, int] = defaultdict(int)
         self.notes: dict[str, set[str]] = defaultdict(set)
+        self.policies: dict[str, str] = {}   # non-default policies the driver's checkpoint logic declared
 
     def new_example(self) -> None:
         with self._lock:
@@ -167,6 +168,11 @@ class Tally:
     def note(self, inv_id: str, text: str) -> None:
         with self._lock:
             self.notes[inv_id].add(text)
+
+    def policy(self, name: str, value: str, default: str) -> None:
+        if value != default:
+            with self._lock:
+                self.policies[name] = value
 
     def examples(self, inv_id: str) -> int:
         return len(self.examples_by_id.get(inv_id, ()))

@@ -133,6 +133,14 @@ class MachineCore(RuleBasedStateMachine):
             return job.ck
         return self.driver.checkpoints(None, job.job_id, job.log_path, job.lora_rank)
 
+    def _policy(self, ck, name: str) -> str:
+        """What the checkpoint logic under test declares for `name` (contracts/driver_api.py POLICIES)."""
+        from fwemu.contracts.driver_api import POLICIES, policy
+
+        value = policy(ck, name)
+        tally().policy(name, value, POLICIES[name][0])
+        return value
+
     def _settle(self, job: JobModel, timeout_s: float = 30.0) -> None:
         want = {r.name for r in job.certain_rows()}
         deadline = time.monotonic() + timeout_s
@@ -163,7 +171,7 @@ class MachineCore(RuleBasedStateMachine):
     def _resume_with_checkpoints(self, job: JobModel) -> None:
         ck = self._checkpoints(job)
         own = [r for r in job.certain_rows() if r.resumable]
-        if job.init_ref and not own:
+        if job.init_ref and (not own or self._policy(ck, "init_policy") == "init-first"):
             src_job_id, src_name = job.init_ref.split(":", 1)
             src = next(j for j in self.world.jobs if j.job_id == src_job_id)
             if src.purged:
@@ -174,7 +182,7 @@ class MachineCore(RuleBasedStateMachine):
             job.touched()
             self._check_cross_job_init(job, info, src_job_id, src_name)
             return
-        row, known, why = self.world.expected_resume(job)
+        row, known, why = self.world.expected_resume(job, self._policy(ck, "resume_policy"))
         info = expect_ok(R1, f"resume of job {job.job_id}", ck.resume, init_from_checkpoint=job.init_ref)
         want = inv.ResumeExpectation(
             name=row.name if row else None, step=row.step or 0 if row else 0,

@@ -213,12 +213,18 @@ class World:
         rows = [r for r in job.certain_rows() if r.promotable]
         return rows[-1] if rows else None
 
-    def expected_resume(self, job: JobModel) -> tuple[RowModel | None, bool, str]:
-        """(row automatic resume must load, whether dataloader.json knows it, why), per R1: the newest
-        resumable row by time that dataloader.json has an entry for; else the newest resumable row
-        (step from its name, data_consumed unknown); else a fresh start."""
+    def expected_resume(self, job: JobModel, policy: str = "newest-committed") -> tuple[RowModel | None, bool, str]:
+        """(row automatic resume must load, whether dataloader.json knows it, why), per R1 and the
+        checkpoint logic's declared resume policy: "newest-committed", the newest resumable row by
+        time that dataloader.json has an entry for, else the newest resumable row (step from its
+        name, data_consumed unknown); "newest-row", the newest resumable row, its entry if any (else
+        data_consumed 0); no resumable row: a fresh start."""
         resumable = [r for r in job.certain_rows() if r.resumable]
         committed = [r for r in resumable if r.name in job.dataloader]
+        if policy == "newest-row" and resumable:
+            known = resumable[-1].name in job.dataloader
+            return resumable[-1], known, ("newest resumable row" + ("" if known else
+                                          " (no dataloader.json entry: data_consumed 0)"))
         if committed:
             return committed[-1], True, "newest resumable row with a dataloader.json entry"
         if resumable:

@@ -64,7 +64,8 @@ def machine_of(ctx: PropertyContext, config: MachineConfig | None = None):
 # ------------------------------------------------------------------------------ R1, R2
 def _resume(ctx: PropertyContext):
     """train -> save -> ... -> train (progress the interruption loses) -> interrupt -> resume -> replay.
-    With mixed timestamp precisions where the target can (the newest row must win by parsed time)."""
+    With mixed timestamp precisions where the target can (the newest row must win by parsed time), and
+    always one run past step 9 (the newest row must win by time, not by name)."""
     mixed = ctx.variant(quirks={"mixed-precision-timestamps"}) or ctx.config
     probe = ctx.machine(mixed)
     interrupts = ["crash"] if CRASH in probe.driver.caps else ["reconnect"]
@@ -82,6 +83,8 @@ def _resume(ctx: PropertyContext):
            lost=st.integers(1, 2), interrupt=st.sampled_from(interrupts))
     @example(lora=False, saves=[(1, save_kinds[0]), (2, save_kinds[-1])], lost=2, interrupt=interrupts[0])
     @example(lora=True, saves=[(2, save_kinds[0])], lost=1, interrupt=interrupts[-1])
+    # step-10 after step-9: the newest by time is not the greatest name ("step-9" > "step-10")
+    @example(lora=False, saves=[(9, save_kinds[0]), (1, save_kinds[0])], lost=1, interrupt=interrupts[0])
     def resume_restores_and_replays(lora, saves, lost, interrupt):
         with machine_of(ctx, mixed) as m:
             job = m._new_job(lora)

@@ -93,6 +93,13 @@ class TrainingRules:
         current = job.holds_current()
         plan = SavePlan(name=name, resumable=resumable, promotable=promotable,
                         probe=self.world.references[job.lineage])
+        if self._policy(job.ck, "save_policy") == "resave":
+            # the cookbook: the DCP row is always written under `name` (replacing a listed one, L4); the
+            # sampler write is skipped when a promotable row of that logical name is listed at all
+            plan.save_as = name if resumable else None
+            if promotable:
+                plan.reuse_sampler = next((r.name for r in job.same_name_promotable(name)), None)
+            return plan
         if resumable:
             existing = job.existing_dcp_for(name, job.step)
             if existing is not None and existing.name in current:
@@ -117,7 +124,7 @@ class TrainingRules:
             else:
                 R6.require(result.dcp_name == plan.save_as and "dcp" not in result.skipped,
                            f"{where}: expected a new resumable row {plan.save_as}, got {result}")
-                self.world.add_row(job, RowModel(
+                self._add_or_replace(job, RowModel(
                     name=plan.save_as, kind=dcp_kind(job.lora), how="TrainingCheckpoints.save (resumable)",
                     step=job.step, data_consumed=job.data_consumed, lineage=job.lineage, probe=plan.probe))
                 job.note_state(plan.save_as)
@@ -310,10 +317,14 @@ class TrainingRules:
         job = self._busy(job, lambda r: r.resumable)
         path = Path(job.log_path) / "dataloader.json"
         path.write_text("{ this is not json")
-        reads_it = any(r.resumable for r in job.certain_rows())  # resume reads the file only then
+        # resume reads the file only when it resumes one of the run's own rows (an init-first logic with
+        # init_from_checkpoint set loads the init row at step 0 and never reads it)
+        logic = self._checkpoints(job)   # the job's, or a fresh one when its client is gone (a restart)
+        init_first = job.init_ref is not None and self._policy(logic, "init_policy") == "init-first"
+        reads_it = any(r.resumable for r in job.certain_rows()) and not init_first
         capture = _CaptureWarnings()
         # where the checkpoint logic under test logs its warning (a driver may name its own loggers)
-        names = getattr(job.ck, "warning_loggers", None) or ("fwemu.client.dataloader_state",)
+        names = getattr(logic, "warning_loggers", None) or ("fwemu.client.dataloader_state",)
         loggers = [logging.getLogger(n) for n in names]
         saved = [(lg.level, lg.propagate) for lg in loggers]
         for lg in loggers:

@@ -67,6 +67,7 @@ class Report:
     rule_seconds: dict[str, float] = field(default_factory=dict)     # seconds inside each rule
     invariant_checks: int = 0
     invariant_seconds: float = 0.0
+    policies: dict[str, str] = field(default_factory=dict)   # what the driver declared (contracts/driver_api.py)
 
     @property
     def machine_run(self) -> ComponentRun | None:
@@ -92,6 +93,9 @@ class Report:
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [f"fwemu contracts: {self.target}, driver {self.driver}, seed {self.seed}, "
                  f"max_examples {self.max_examples} ({self.seconds:.1f}s)"]
+        if self.policies:
+            lines.append("driver's declared policies (held to exactly these): "
+                         + ", ".join(f"{k}={v}" for k, v in sorted(self.policies.items())))
         for i, row in enumerate(rows):
             lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
             if i == 0:
@@ -322,6 +326,7 @@ def run_contracts(target: Target | None = None, max_examples: int | None = None,
             target.close()
 
     _fill_results(report, tally, failures, target, driver_cls)
+    report.policies = dict(tally.policies)
     report.seconds = time.monotonic() - started
     return report
 

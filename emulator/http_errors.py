@@ -7,6 +7,7 @@ Client mistakes (bad JSON, wrong types, unknown routes) are 4xx; only a bug in t
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +48,15 @@ def install_error_handlers(app: FastAPI) -> None:
         status = _BY_HTTP.get(exc.status_code, "INVALID_ARGUMENT")
         message = f"no route for {req.method} {req.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
         return error_response(ApiError(status, message, http_status=exc.status_code))
+
+    @app.exception_handler(sqlite3.ProgrammingError)   # a class handler: answered, not re-raised to uvicorn
+    async def _store_closed(req: Request, exc: Exception):
+        services = getattr(req.app.state, "services", None)
+        if services is not None and getattr(services.store, "closed", False):
+            # a request still in flight when the server stopped (a restart): retryable, not a bug
+            log.warning("%s %s arrived while the emulator was shutting down: answered 503", req.method, req.url.path)
+            return error_response(ApiError("UNAVAILABLE", "the emulator is shutting down; retry once it is back"))
+        return await _internal(req, exc)
 
     @app.exception_handler(Exception)
     async def _internal(req: Request, exc: Exception):

@@ -163,8 +163,11 @@ class Store(CheckpointReplacement, ModelsAndOperations):
         self.recover()
 
     # ------------------------------------------------------------------ lifecycle
+    closed = False   # set once close() ran: a request still in flight then is answered 503, not 500
+
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             self.db.close()
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -30,10 +30,10 @@ SPEC = f"cookbook={COOKBOOK}"
 MIXED = {"mixed-precision-timestamps"}
 
 
-def _run(driver, properties, quirks=frozenset()):
+def _run(driver, properties, quirks=frozenset(), machine=False, max_examples=2):
     with InProcessTarget(transport="socket", quirks=quirks) as target:
-        return run_contracts(target, max_examples=2, steps=10, seed=0, driver=driver, properties=properties,
-                             machine=False, shrink=False)
+        return run_contracts(target, max_examples=max_examples, steps=10, seed=0, driver=driver,
+                             properties=properties, machine=machine, shrink=False)
 
 
 def test_the_spec_binds_the_checkouts_own_class():
@@ -80,3 +80,34 @@ def test_the_promote_scripts_string_sort_is_caught_only_under_mixed_precision(sc
     mixed = _run(spec, ["promotion"], MIXED)
     assert "R7" in mixed.failed_ids, mixed.table()
     assert "the newest promotable row is" in mixed.results["R7"].message, mixed.table()
+
+
+def test_the_real_cookbook_passes_the_machine_and_the_resume_properties_under_its_declared_policies():
+    """The rules where the cookbook differs from our client (a taken name is saved again; resume takes
+    the newest row even without a dataloader.json entry; init_from_checkpoint always wins) are its
+    declared policies: the suite holds it to them and passes it, and the report says which it declared.
+    (The whole default profile, `fwemu contracts --driver cookbook`, takes ~4 min: see the closing note.)"""
+    report = _run(SPEC, ["resume", "cross-job-init", "attempts", "replace"], machine=True, max_examples=6)
+    assert report.ok, report.table()
+    for inv_id in ("R1", "R2", "R4", "R6", "R8", "L4"):
+        assert report.results[inv_id].status == "pass", report.table()
+    assert report.policies == {"resume_policy": "newest-row", "init_policy": "init-first",
+                               "save_policy": "resave"}, report.policies
+    assert "declared policies" in report.table()
+
+
+def test_a_broken_copy_that_resumes_by_name_order_fails_r1():
+    """`_newest_first` by name instead of by time: `step-9` sorts after `step-10`, so the resume
+    property's run past step 9 resumes the older row; R1 names both."""
+    base = driver_class(SPEC)
+    import training.utils.checkpoints as real
+
+    class ByName(base.checkpoints_class):
+        def _latest_resumable(self):
+            rows = [r for r in self._list_checkpoints() if real._is_resumable_row(r)]
+            return max(rows, key=lambda r: r["name"]) if rows else None
+
+    broken = type("BrokenCookbookDriver", (base,), {"checkpoints_class": ByName})
+    report = _run(broken, ["resume"])
+    assert report.failed_ids == {"R1"}, report.table()
+    assert "resume picked step-9, expected step-10" in report.results["R1"].message, report.table()

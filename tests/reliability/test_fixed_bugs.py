@@ -146,3 +146,28 @@ def test_a_concurrent_paginated_listing_misses_no_committed_row(sample_dirs):
         assert [r["name"].rsplit("/", 1)[-1] for r in cp.get(url).json()["checkpoints"]] == [
             "base", "newer", "last", "older"]
         assert seen == ["base", "newer", "last", "older"], seen
+
+
+def test_a_request_in_flight_during_shutdown_is_a_retryable_503_not_a_500(caplog):
+    """Seen in the contract suite: an SDK heartbeat landing while an in-process emulator restarted hit
+    the closed store and logged an internal error (500) with a traceback. It is now UNAVAILABLE (503,
+    which every client retries) and one warning line; answered by its own handler, so it is not re-raised
+    to the server either (Starlette re-raises what only the catch-all handler answered: TestClient
+    would raise it here)."""
+    from fastapi.testclient import TestClient
+
+    from fwemu.emulator.app import create_app
+    from fwemu.emulator.settings import Settings
+
+    app = create_app(Settings(data_dir=None))
+    http = TestClient(app)
+    auth = {"Authorization": "Bearer fw-local-dev"}
+    assert http.get("/v1/accounts/local/rlorTrainerJobs", headers=auth).status_code == 200
+    app.state.services.store.close()
+    with caplog.at_level("WARNING", logger="fwemu"):
+        r = http.get("/v1/accounts/local/rlorTrainerJobs", headers=auth)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["status"] == "UNAVAILABLE"
+    assert "shutting down" in r.json()["error"]["message"]
+    assert not any(rec.exc_info for rec in caplog.records), "no traceback for an orderly shutdown"
+
