@@ -106,8 +106,3 @@ def policy(checkpoints, name: str) -> str:
         raise DriverSpecError(f"{type(checkpoints).__name__}.{name} = {value!r}: expected one of {list(allowed)}")
     return value
 
-
-def declared_policies(checkpoints) -> dict[str, str]:
-    """The policies a checkpoints object declares that differ from the defaults (for the report)."""
-    return {name: policy(checkpoints, name) for name, allowed in POLICIES.items()
-            if policy(checkpoints, name) != allowed[0]}

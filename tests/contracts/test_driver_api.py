@@ -86,6 +86,7 @@ def test_a_team_driver_by_module_and_class_passes():
     assert report.ok, report.table()
     assert report.driver == f"{HERE}:TeamDriver"
     assert TeamCheckpoints.saves > 0      # the suite really went through the team's class
+    assert report.policies == {}          # our client's logic declares none: the strict defaults
     for inv_id in ("R1", "R2", "R7", "K3"):
         assert report.results[inv_id].status == "pass", report.table()
 
@@ -97,3 +98,16 @@ def test_string_sorted_createtime_is_caught_under_mixed_precision_timestamps():
     assert {"R1", "R7"} <= report.failed_ids, report.table()   # resume and promote_latest both picked an older row
     assert "resume picked" in report.results["R1"].message, report.table()
     assert "the newest promotable row is" in report.results["R7"].message, report.table()
+
+
+def test_policies_default_to_our_clients_and_a_value_outside_the_list_is_refused():
+    from fwemu.contracts.driver_api import POLICIES, DriverSpecError, policy
+
+    class Declares:
+        resume_policy = "newest-row"
+        save_policy = "sometimes"
+
+    assert policy(object(), "init_policy") == POLICIES["init_policy"][0] == "own-rows-first"
+    assert policy(Declares(), "resume_policy") == "newest-row"
+    with pytest.raises(DriverSpecError, match=r"Declares.save_policy = 'sometimes': expected one of"):
+        policy(Declares(), "save_policy")
