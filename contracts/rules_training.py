@@ -258,23 +258,23 @@ class TrainingRules:
         """Train a little past the last save, drop the client without closing it, start again with
         the same log_path: resume must restore the newest resumable state (R1) and replaying the lost
         steps must land on the same weights (R2)."""
-        self._live(job)
-        for _ in range(extra_steps):
-            expect_ok(R2, f"training step {job.step + 1} of job {job.job_id}", self._train_step, job, 1)
-        previous = (job.origin, job.steps)
-        self._drop_client(job, crash=True)
-        self._reconnect(job, previous)
+        self._interrupt(job, extra_steps, crash=True)
 
     @precondition(lambda self: CRASH not in self.driver.caps)
     @rule(job=jobs, extra_steps=st.integers(1, 2))
     @counted
     def reconnect_and_load(self, job, extra_steps):
         """SDK driver: close the training client, open a new one, load the newest resumable row."""
+        self._interrupt(job, extra_steps, crash=False)
+
+    def _interrupt(self, job: JobModel, extra_steps: int, crash: bool) -> None:
+        """Train `extra_steps` past the last save (progress the interruption loses), drop the client
+        (abandoned when `crash`, else closed) and reconnect: resume, then replay (R1, R2)."""
         self._live(job)
         for _ in range(extra_steps):
             expect_ok(R2, f"training step {job.step + 1} of job {job.job_id}", self._train_step, job, 1)
         previous = (job.origin, job.steps)
-        self._drop_client(job, crash=False)
+        self._drop_client(job, crash=crash)
         self._reconnect(job, previous)
 
     @precondition(lambda self: CHECKPOINTS in self.driver.caps and len(self.world.jobs) < MAX_JOBS
