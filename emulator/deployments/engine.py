@@ -9,19 +9,25 @@ deterministic settings, same device choice. Three sources:
   the shape, model.safetensors the weights (strict: every tensor, exact shapes);
 * a PEFT adapter: the base weights plus the adapter on the same LoRA modules the trainer uses.
 
-Weights are read with safetensors (header + raw data, no pickle) from directories the inspector
-accepted. A directory that does not fit raises EngineError with a message for the hot-load status.
+Weights are read as safetensors (header + raw data, no pickle) from directories the inspector
+accepted; a full directory's float32 weights are views of a memory map of its file. A directory
+that does not fit raises EngineError with a message for the hot-load status.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from fwemu.emulator.inspect.reader import CheckpointDir, Rejected
+from fwemu.emulator.inspect.safetensors_header import Header, read_header
 from fwemu.emulator.trainer.lora import PEFT_PREFIX, apply_lora
 from fwemu.emulator.trainer.model_config import ModelSize, resolve_size
 from fwemu.emulator.trainer.model_session import _configure_determinism, _sdpa_context, pick_device
@@ -83,19 +89,15 @@ def base_engine(base_model: str) -> Engine:
     return Engine(_base(base_model, resolve_size(None, base_model), device), device)
 
 
-def full_engine(path: Path, shard=None) -> Engine:
+def full_engine(path: Path) -> Engine:
     """The model of a full HF directory, given the file's tensors (strict: every tensor, exact
-    shapes): no random initialisation drawn first and overwritten. `shard` (arc_v2.Shard): the
-    header and data section of its model.safetensors, just reconstructed and checked, so the
-    weights are used from memory instead of read back from the file."""
+    shapes): no random initialisation drawn first and overwritten. float32 weights are used in
+    place from a memory map of model.safetensors (see `mapped_shard`), so a load copies nothing."""
     device = pick_device(None)
     _configure_determinism(device)
     size = _size_from_config(path)
     try:
-        if shard is not None and shard.data is not None:
-            weights = _tensors_of(shard)
-        else:
-            weights = load_file(str(path / "model.safetensors"))
+        weights = _tensors_of(mapped_shard(path))
         model = _unloaded(size)
         _assign(model, {k: v if v.dtype == torch.float32 else v.float() for k, v in weights.items()})
     except (OSError, RuntimeError, ValueError) as exc:
@@ -103,11 +105,35 @@ def full_engine(path: Path, shard=None) -> Engine:
     return Engine(model if device.type == "cpu" else model.to(device), device)  # in eval mode: cloned
 
 
+class Shard(NamedTuple):
+    """A safetensors file's validated header and its data section (a uint8 array)."""
+    header: Header
+    data: np.ndarray
+
+
+def mapped_shard(path: Path, name: str = "model.safetensors") -> Shard:
+    """`path/name`'s header (validated by the inspector's reader) and its data section as a
+    private memory map of the file (ACCESS_COPY: pages shared with the page cache, never written
+    here), so the served weights are the file's pages and no copy is made.
+
+    The emulator never rewrites or truncates a published file (a version directory is replaced
+    whole, and an unlinked file stays readable while it is mapped)."""
+    try:
+        header = read_header(CheckpointDir(path), name)
+    except Rejected as r:
+        raise ValueError(r.rule) from None   # the caller's message names the file
+    with open(path / name, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    if len(mm) != header.file_size:
+        raise ValueError(f"{name} changed size while it was being mapped")
+    return Shard(header, np.frombuffer(mm, np.uint8, header.file_size - header.data_start, header.data_start))
+
+
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 _skeletons: dict[ModelSize, TinyLlamaForCausalLM] = {}
 
 
-def _tensors_of(shard) -> dict[str, torch.Tensor]:
+def _tensors_of(shard: Shard) -> dict[str, torch.Tensor]:
     """Views of a safetensors data section (a numpy uint8 buffer, validated header): no copy."""
     raw = torch.from_numpy(shard.data)
     out = {}
@@ -116,8 +142,8 @@ def _tensors_of(shard) -> dict[str, torch.Tensor]:
         if dtype is None:
             raise ValueError(f"tensor {name} is {info.dtype}; the stand-in model takes float weights")
         piece = raw[info.begin:info.end]
-        if info.begin % dtype.itemsize:  # unaligned for its dtype: a copy that is aligned
-            piece = piece.clone()
+        if info.begin % dtype.itemsize or shard.data.ctypes.data % dtype.itemsize:
+            piece = piece.clone()  # misaligned for its dtype (offset or address): an aligned copy
         out[name] = piece.view(dtype).reshape(info.shape)
     return out
 

@@ -113,11 +113,10 @@ def apply(services: Services, dstore: DeploymentStore, dep: Deployment, identity
         with dstore.staged_version(dep.account, dep.deployment_id, version) as out:
             if plan == "delta":
                 current_dir = dstore.version_dir(dep.account, dep.deployment_id, previous["version"])
-                shard = arc_v2.apply_delta(current_dir, snap_dir, out, keep="model.safetensors")
+                arc_v2.apply_delta(current_dir, snap_dir, out)
             else:
-                shard = None
                 link_or_copy_tree(snap_dir, out)
-            engine = engines.lora_engine(out, dep.base_model) if plan == "lora" else engines.full_engine(out, shard)
+            engine = engines.lora_engine(out, dep.base_model) if plan == "lora" else engines.full_engine(out)
     except engines.EngineError as exc:
         return _refused(previous, identity, states.Refusal("WEIGHTS_DO_NOT_FIT", str(exc)))
     except ValueError as exc:  # apply_delta: wrong base, corrupted delta, changed files

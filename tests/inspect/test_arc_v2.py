@@ -7,6 +7,8 @@ import json
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fwemu.emulator.inspect import Kind, inspect_checkpoint
 from fwemu.emulator.inspect.examples import hf_tensors, write_hf
@@ -115,3 +117,37 @@ def test_make_delta_needs_inference_base_inputs_and_an_empty_out_dir(artifacts, 
 def test_apply_delta_needs_a_delta(artifacts, tmp_path):
     with pytest.raises(ValueError, match="is not an ARC_V2 delta"):
         apply_delta(artifacts["arc_base"], artifacts["arc_target"], tmp_path / "out")
+
+
+def test_many_pieces_with_the_checksum_on_a_worker_thread(artifacts, clone, tmp_path, monkeypatch):
+    """Data sections longer than one piece take the path the served models take (checksums summed
+    on a worker thread, combined in order): still bit for bit, and a flipped byte in a middle
+    piece is still caught."""
+    from fwemu.emulator.trainer import arc_v2
+
+    monkeypatch.setattr(arc_v2, "CHUNK", 96)
+    _, data = read_raw_header(artifacts["arc"] / "model.safetensors")
+    assert len(data) > 10 * 96
+    out = tmp_path / "rebuilt"
+    apply_delta(artifacts["arc_base"], artifacts["arc"], out)
+    same_tree(out, artifacts["arc_target"])
+    d = clone("arc")
+    with open(d / "model.safetensors", "r+b") as f:
+        f.seek(-len(data) // 2, 2)
+        byte = f.read(1)
+        f.seek(-len(data) // 2, 2)
+        f.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(ValueError, match="adler32"):
+        apply_delta(artifacts["arc_base"], d, tmp_path / "out2")
+
+
+@given(prefix=st.binary(max_size=3000), a=st.binary(max_size=3000), b=st.binary(max_size=3000))
+@settings(max_examples=200, deadline=None)
+def test_the_checksum_is_zlibs_adler32_and_combines(prefix, a, b):
+    """arc_v2's adler32 (zlib-ng's when installed) gives zlib's values, from any running value, and
+    adler32_combine joins two pieces' sums as the worker-thread path does."""
+    from fwemu.emulator.trainer.arc_v2 import adler32, adler32_combine
+
+    start = zlib.adler32(prefix)
+    assert adler32(a, start) == zlib.adler32(a, start)
+    assert adler32_combine(zlib.adler32(a, start), zlib.adler32(b), len(b)) == zlib.adler32(a + b, start)
