@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
+import struct
 import threading
 from pathlib import Path
 from typing import NamedTuple
@@ -26,8 +28,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from fwemu.emulator.inspect.reader import CheckpointDir, Rejected
-from fwemu.emulator.inspect.safetensors_header import Header, read_header
+from fwemu.emulator.inspect.names import MAX_SAFETENSORS_HEADER
+from fwemu.emulator.inspect.reader import Rejected
+from fwemu.emulator.inspect.safetensors_header import Header, parse_header
 from fwemu.emulator.trainer.lora import PEFT_PREFIX, apply_lora
 from fwemu.emulator.trainer.model_config import ModelSize, resolve_size
 from fwemu.emulator.trainer.model_session import _configure_determinism, _sdpa_context, pick_device
@@ -98,8 +101,7 @@ def full_engine(path: Path) -> Engine:
     size = _size_from_config(path)
     try:
         weights = _tensors_of(mapped_shard(path))
-        model = _unloaded(size)
-        _assign(model, {k: v if v.dtype == torch.float32 else v.float() for k, v in weights.items()})
+        model = _skeleton(size).build({k: v if v.dtype == torch.float32 else v.float() for k, v in weights.items()})
     except (OSError, RuntimeError, ValueError) as exc:
         raise EngineError(f"model.safetensors does not fit the stand-in model: {_first_line(exc)}") from None
     return Engine(model if device.type == "cpu" else model.to(device), device)  # in eval mode: cloned
@@ -112,77 +114,94 @@ class Shard(NamedTuple):
 
 
 def mapped_shard(path: Path, name: str = "model.safetensors") -> Shard:
-    """`path/name`'s header (validated by the inspector's reader) and its data section as a
+    """`path/name`'s header (validated by the inspector's parser) and its data section as a
     private memory map of the file (ACCESS_COPY: pages shared with the page cache, never written
     here), so the served weights are the file's pages and no copy is made.
 
     The emulator never rewrites or truncates a published file (a version directory is replaced
     whole, and an unlinked file stays readable while it is mapped)."""
+    with open(path / name, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise ValueError(f"truncated: {size} bytes, shorter than the 8-byte safetensors header length")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    (n,) = struct.unpack_from("<Q", mm)
+    if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+        raise ValueError(f"safetensors header length {n} is over the cap or runs past the end of the file")
     try:
-        header = read_header(CheckpointDir(path), name)
+        header = parse_header(mm[8:8 + n], size, name)
     except Rejected as r:
         raise ValueError(r.rule) from None   # the caller's message names the file
-    with open(path / name, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    if len(mm) != header.file_size:
-        raise ValueError(f"{name} changed size while it was being mapped")
-    return Shard(header, np.frombuffer(mm, np.uint8, header.file_size - header.data_start, header.data_start))
+    return Shard(header, np.frombuffer(mm, np.uint8, size - header.data_start, header.data_start))
 
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
-_skeletons: dict[ModelSize, TinyLlamaForCausalLM] = {}
+_skeletons: dict[ModelSize, "_Skeleton"] = {}
 
 
 def _tensors_of(shard: Shard) -> dict[str, torch.Tensor]:
     """Views of a safetensors data section (a numpy uint8 buffer, validated header): no copy."""
     raw = torch.from_numpy(shard.data)
+    address = shard.data.ctypes.data
     out = {}
     for name, info in shard.header.tensors.items():
         dtype = _DTYPES.get(info.dtype)
         if dtype is None:
             raise ValueError(f"tensor {name} is {info.dtype}; the stand-in model takes float weights")
         piece = raw[info.begin:info.end]
-        if info.begin % dtype.itemsize or shard.data.ctypes.data % dtype.itemsize:
+        if info.begin % dtype.itemsize or address % dtype.itemsize:
             piece = piece.clone()  # misaligned for its dtype (offset or address): an aligned copy
         out[name] = piece.view(dtype).reshape(info.shape)
     return out
 
 
-def _unloaded(size: ModelSize) -> TinyLlamaForCausalLM:
-    """A model of `size` whose parameters are still on the meta device (nothing allocated).
+class _Skeleton:
+    """The module tree of one model size, built once on the meta device (nothing allocated) and
+    flattened, so a load is a structural copy of it (new modules and tables: every dict a module
+    holds is copied, nothing a load or a forward writes to is shared) with the weights as its
+    parameters. Building the tree is most of a small model's load; copying it flat is cheap."""
 
-    Building the module tree is most of a small model's hot load; it is built once per size
-    on the meta device, and each load gets a structural copy of it (new modules and parameter
-    tables, nothing shared that a load writes to)."""
-    skeleton = _skeletons.get(size)
-    if skeleton is None:
+    def __init__(self, size: ModelSize):
         with torch.device("meta"):
-            skeleton = _skeletons.setdefault(size, TinyLlamaForCausalLM(size).eval())
-    return _clone(skeleton)
+            root = TinyLlamaForCausalLM(size).eval()
+        self.modules = [m for _, m in root.named_modules()]
+        index = {id(m): i for i, m in enumerate(self.modules)}
+        self.dicts = [[k for k, v in m.__dict__.items() if isinstance(v, dict) and k != "_modules"]
+                      for m in self.modules]
+        self.children = [[(k, None if c is None else index[id(c)]) for k, c in m._modules.items()]
+                         for m in self.modules]
+        self.slots = [(f"{prefix}.{leaf}" if prefix else leaf, index[id(m)], leaf, p)
+                      for prefix, m in root.named_modules() for leaf, p in m._parameters.items() if p is not None]
+        self.names = {name for name, *_ in self.slots}
+
+    def build(self, weights: dict[str, torch.Tensor]) -> TinyLlamaForCausalLM:
+        """load_state_dict(strict=True, assign=True) for a model without buffers: the same key set,
+        each tensor the parameter's exact shape and dtype, and it becomes the parameter."""
+        if self.names != set(weights) or len(self.names) != len(self.slots):
+            missing, extra = sorted(self.names - set(weights)), sorted(set(weights) - self.names)
+            raise ValueError(f"Missing key(s) in state_dict: {missing[:2]}; unexpected key(s): {extra[:2]}")
+        new = []
+        for m, dict_keys in zip(self.modules, self.dicts):
+            copy = object.__new__(type(m))
+            state = m.__dict__.copy()
+            for k in dict_keys:
+                state[k] = state[k].copy()
+            copy.__dict__.update(state)
+            new.append(copy)
+        for copy, kids in zip(new, self.children):
+            copy.__dict__["_modules"] = {k: None if i is None else new[i] for k, i in kids}
+        for name, i, leaf, p in self.slots:
+            t = weights[name]
+            if t.shape != p.shape or t.dtype != p.dtype:
+                raise ValueError(f"size mismatch for {name}: copying a param with shape {list(t.shape)} "
+                                 f"({t.dtype}), the model has {list(p.shape)} ({p.dtype})")
+            new[i]._parameters[leaf] = torch.nn.Parameter(t, requires_grad=p.requires_grad)
+        return new[0]
 
 
-def _clone(module: torch.nn.Module) -> torch.nn.Module:
-    new = module.__class__.__new__(module.__class__)
-    new.__dict__.update({k: v.copy() if isinstance(v, dict) else v for k, v in module.__dict__.items()})
-    new.__dict__["_modules"] = {k: _clone(v) if v is not None else None for k, v in module._modules.items()}
-    return new
-
-
-def _assign(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """load_state_dict(strict=True, assign=True) for a model without buffers: the same key set,
-    each tensor the parameter's exact shape and dtype, and it becomes the parameter."""
-    slots = [(f"{prefix}.{leaf}" if prefix else leaf, mod, leaf, p)
-             for prefix, mod in model.named_modules() for leaf, p in mod._parameters.items() if p is not None]
-    names = {name for name, *_ in slots}
-    if names != set(weights) or len(names) != len(slots):
-        missing, extra = sorted(names - set(weights)), sorted(set(weights) - names)
-        raise ValueError(f"Missing key(s) in state_dict: {missing[:2]}; unexpected key(s): {extra[:2]}")
-    for name, mod, leaf, p in slots:
-        t = weights[name]
-        if t.shape != p.shape or t.dtype != p.dtype:
-            raise ValueError(f"size mismatch for {name}: copying a param with shape {list(t.shape)} "
-                             f"({t.dtype}), the model has {list(p.shape)} ({p.dtype})")
-        mod._parameters[leaf] = torch.nn.Parameter(t, requires_grad=p.requires_grad)
+def _skeleton(size: ModelSize) -> _Skeleton:
+    found = _skeletons.get(size)
+    return found if found is not None else _skeletons.setdefault(size, _Skeleton(size))
 
 
 def lora_engine(path: Path, base_model: str) -> Engine:

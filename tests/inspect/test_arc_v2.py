@@ -151,3 +151,15 @@ def test_the_checksum_is_zlibs_adler32_and_combines(prefix, a, b):
     start = zlib.adler32(prefix)
     assert adler32(a, start) == zlib.adler32(a, start)
     assert adler32_combine(zlib.adler32(a, start), zlib.adler32(b), len(b)) == zlib.adler32(a + b, start)
+
+
+def test_reused_piece_buffers_of_another_size_still_reconstruct(artifacts, tmp_path):
+    """One-piece sections reuse the last apply's buffers (views when the new one is smaller):
+    applies of different sizes, in either order, each give their own target."""
+    from fwemu.emulator.trainer import arc_v2
+
+    for i, name in enumerate(["arc_sharded", "arc", "arc_sharded", "arc"]):
+        out = tmp_path / f"rebuilt-{i}"
+        apply_delta(artifacts[f"{name}_base"], artifacts[name], out)
+        same_tree(out, artifacts[f"{name}_target"])
+        assert arc_v2._buffers._free is not None
