@@ -24,7 +24,7 @@ def api_key_of(request: Request) -> str | None:
     return None
 
 
-def caller_account(request: Request, services: Services = Depends(get_services)) -> str:
+async def caller_account(request: Request, services: Services = Depends(get_services)) -> str:
     key = api_key_of(request)
     if not key:
         raise unauthenticated("missing API key: send it in the X-Api-Key header")

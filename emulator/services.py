@@ -45,5 +45,5 @@ class Services:
         self.store.close()
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services

@@ -30,7 +30,7 @@ def deployment_json(dep: Deployment) -> dict:
                        update_time=rfc3339(dep.update_us))
 
 
-def _runtime(services: Services = Depends(get_services)) -> DeploymentRuntime:
+async def _runtime(services: Services = Depends(get_services)) -> DeploymentRuntime:
     return runtime_of(services)
 
 
