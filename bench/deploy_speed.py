@@ -301,7 +301,8 @@ def run(args) -> dict:
         result["tables"].insert(1 if "a" in parts else 0, table(
         f"(b) delta hot load vs applying the same delta with numpy (median of {reps})",
             ["model size", "weights MiB", "hot load ms (POST)", "numpy XOR ms", "x numpy",
-             "same snapshot again ms (POST, nothing to apply)", "in-process: arc_v2.apply_delta ms", "in-process: build served model ms", "full (base) hot load ms"],
+             "same snapshot again ms (POST, nothing to apply)", "in-process: arc_v2.apply_delta ms",
+             "in-process: build served model ms", "full (base) hot load ms"],
             rows, note="the POST is answered once the delta is applied, checked (adler32) and the served model rebuilt; "
                        "'same snapshot again' is the request's fixed cost (HTTP, auth, row lookups, status)"))
     found = res.pop("_targets")   # [completions, memory]

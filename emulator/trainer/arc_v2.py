@@ -155,7 +155,7 @@ def _xor_section(base: "_Weights", delta: "_Weights", shard: str, f) -> int:
     while pending:
         adler = _fold(adler, *pending.popleft())
     if n <= CHUNK:
-        _buffers.give(buffers)  # not on an error: the buffers may be half-written
+        _buffers.give(buffers)
     return adler
 
 
