@@ -41,7 +41,9 @@ def test_float32_weights_are_views_of_the_mapped_file(tmp_path, monkeypatch):
     for name, p in params.items():
         assert torch.equal(p, weights[name])
         assert lo <= p.data_ptr() < hi, f"{name} was copied out of the mapped file"
-    assert torch.equal(served.logits(IDS), base.logits(IDS))
+    # same weights, same model; a forward is compared with float32 tolerance (BLAS kernels may
+    # pick another path for another alignment on some CPUs), the weights themselves exactly
+    torch.testing.assert_close(served.logits(IDS), base.logits(IDS))
 
 
 def test_bf16_weights_are_widened(tmp_path):
@@ -65,7 +67,7 @@ def test_a_misaligned_data_section_is_copied_to_alignment(tmp_path):
     served = engine.full_engine(odd)
     for name, p in served.model.named_parameters():
         assert p.data_ptr() % 4 == 0 and torch.equal(p, weights[name])
-    assert torch.equal(served.logits(IDS), base.logits(IDS))
+    torch.testing.assert_close(served.logits(IDS), base.logits(IDS))
 
 
 def test_weights_that_do_not_fit_are_an_engine_error(tmp_path):
