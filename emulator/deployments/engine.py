@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import struct
 import threading
 from pathlib import Path
 from typing import NamedTuple
@@ -28,9 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from fwemu.emulator.inspect.names import MAX_SAFETENSORS_HEADER
 from fwemu.emulator.inspect.reader import Rejected
-from fwemu.emulator.inspect.safetensors_header import Header, parse_header
+from fwemu.emulator.inspect.safetensors_header import Header, header_of
 from fwemu.emulator.trainer.lora import PEFT_PREFIX, apply_lora
 from fwemu.emulator.trainer.model_config import ModelSize, resolve_size
 from fwemu.emulator.trainer.model_session import _configure_determinism, _sdpa_context, pick_device
@@ -122,14 +120,9 @@ def mapped_shard(path: Path, name: str = "model.safetensors") -> Shard:
     whole, and an unlinked file stays readable while it is mapped)."""
     with open(path / name, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size < 8:
-            raise ValueError(f"truncated: {size} bytes, shorter than the 8-byte safetensors header length")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    (n,) = struct.unpack_from("<Q", mm)
-    if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
-        raise ValueError(f"safetensors header length {n} is over the cap or runs past the end of the file")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else b""
     try:
-        header = parse_header(mm[8:8 + n], size, name)
+        header = header_of(name, size, lambda offset, length: mm[offset:offset + length])
     except Rejected as r:
         raise ValueError(r.rule) from None   # the caller's message names the file
     return Shard(header, np.frombuffer(mm, np.uint8, size - header.data_start, header.data_start))
@@ -164,14 +157,15 @@ class _Skeleton:
     def __init__(self, size: ModelSize):
         with torch.device("meta"):
             root = TinyLlamaForCausalLM(size).eval()
-        self.modules = [m for _, m in root.named_modules()]
+        named = list(root.named_modules())
+        self.modules = [m for _, m in named]
         index = {id(m): i for i, m in enumerate(self.modules)}
         self.dicts = [[k for k, v in m.__dict__.items() if isinstance(v, dict) and k != "_modules"]
                       for m in self.modules]
         self.children = [[(k, None if c is None else index[id(c)]) for k, c in m._modules.items()]
                          for m in self.modules]
         self.slots = [(f"{prefix}.{leaf}" if prefix else leaf, index[id(m)], leaf, p)
-                      for prefix, m in root.named_modules() for leaf, p in m._parameters.items() if p is not None]
+                      for prefix, m in named for leaf, p in m._parameters.items() if p is not None]
         self.names = {name for name, *_ in self.slots}
 
     def build(self, weights: dict[str, torch.Tensor]) -> TinyLlamaForCausalLM:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from .names import MAX_NDIM, MAX_SAFETENSORS_HEADER, shown
 from .reader import CheckpointDir, Rejected, loads_strict
@@ -64,16 +65,20 @@ def _is_int(x: object) -> bool:
 
 def read_header(d: CheckpointDir, name: str) -> Header:
     """Read and validate the header of `name` in `d`; Rejected with a precise rule otherwise."""
-    size = d.size(name)
+    return header_of(name, d.size(name), lambda offset, length: d.read(name, offset, length))
+
+
+def header_of(name: str, size: int, read: Callable[[int, int], bytes]) -> Header:
+    """Validate the header of a `size`-byte safetensors file whose bytes `read(offset, length)`
+    returns (a checkpoint directory's bounded reads, or a memory map); Rejected otherwise."""
     if size < 8:
         raise Rejected(name, f"truncated: {size} bytes, shorter than the 8-byte safetensors header length")
-    (n,) = struct.unpack("<Q", d.read(name, 0, 8))
+    (n,) = struct.unpack("<Q", read(0, 8))
     if n > MAX_SAFETENSORS_HEADER:
         raise Rejected(name, f"safetensors header length {n} exceeds the {MAX_SAFETENSORS_HEADER}-byte cap")
     if 8 + n > size:
         raise Rejected(name, f"safetensors header length {n} runs past the end of the file ({size} bytes)")
-    raw = d.read(name, 8, n)
-    return parse_header(raw, size, name)
+    return parse_header(read(8, n), size, name)
 
 
 def parse_header(raw: bytes, file_size: int, name: str) -> Header:
